@@ -1,0 +1,1 @@
+"""Image loading and alignment, scoring, calibration, batch runs and forensic reports."""

@@ -1,0 +1,10 @@
+"""Entry point: imports every command module so that each registers itself on `app`."""
+
+from sgproject.app import app
+
+# Each import registers commands on `app` (order is the order in --help).
+from sgproject import cmd_generate  # noqa: F401,E402
+
+
+def main() -> None:
+    app()
