@@ -107,6 +107,10 @@ def read_header(path: str | Path) -> dict:
         header = json.loads(meta["sgproject"])
     except json.JSONDecodeError:
         raise CheckpointError(f"{path}: the sgproject header is not valid JSON") from None
+    if not isinstance(header, dict):
+        raise CheckpointError(f"{path}: the sgproject header is not a JSON object")
+    if not isinstance(header.get("info", {}), dict):
+        raise CheckpointError(f"{path}: the 'info' of the sgproject header is not a JSON object")
     if header.get("format") != FORMAT:
         raise CheckpointError(f"{path}: format {header.get('format')!r} is not {FORMAT!r}")
     version = header.get("format_version")
@@ -126,13 +130,13 @@ def load_safetensors_generator(path: str | Path, device: str | torch.device = "c
     header = read_header(path)
     try:
         cfg = GeneratorConfig.from_dict(header["config"])
-    except (KeyError, TypeError, ValueError) as e:
+        G = Generator(cfg, seed=None)  # impossible sizes (negative, fractional) only fail when the layers are built
+    except (KeyError, TypeError, ValueError, RuntimeError) as e:
         raise CheckpointError(f"{path}: invalid generator config ({_one_line(e)})") from None
     try:
         tensors = load_file(str(path))
     except Exception as e:
         raise CheckpointError(f"{path}: the weights cannot be read, the file may be truncated ({_one_line(e)})") from None
-    G = Generator(cfg, seed=None)
     _load_state_checked(G, tensors, str(path))
     G.eval().requires_grad_(False).to(device)
     return G, ModelInfo(name=path.stem, path=path, sha256=file_sha256(path), info=header.get("info", {}))

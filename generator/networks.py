@@ -134,7 +134,7 @@ class MappingNetwork(nn.Module):
             x = getattr(self, f"fc{i}")(x)
         if update_w_avg:
             with torch.no_grad():
-                self.w_avg.copy_(x.detach().mean(dim=0).lerp(self.w_avg, self.w_avg_beta))
+                self.w_avg.copy_(x.detach().float().mean(dim=0).lerp(self.w_avg, self.w_avg_beta))
         ws = x.unsqueeze(1).repeat(1, self.num_ws, 1)
         return truncate(ws, self.w_avg, truncation_psi, truncation_cutoff)
 

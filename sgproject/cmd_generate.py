@@ -117,7 +117,7 @@ def info(
         "info": mi.info,
     }
     if as_json:
-        out.print_json(json.dumps(record))
+        out.print_json(json.dumps(record), highlight=False)  # machine-readable: never colour codes (FORCE_COLOR)
         return
     table = Table(show_header=False, box=None)
     for k in ("name", "path", "sha256", "parameters", "num_ws", "noise_maps"):

@@ -1,0 +1,170 @@
+"""Training data: an image folder (or the procedural portraits) decoded once into a cached uint8 array.
+
+Every image is centre-cropped and resized to the training resolution once; the result is kept as an `.npy` file in
+the cache (`$SGPROJECT_CACHE/datasets`, default `~/.cache/sgproject/datasets`), keyed by the file list, sizes,
+modification times and resolution, so later runs and later epochs never decode again. Unreadable or corrupt files
+are skipped, counted and reported, never fatal.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from generator.errors import SGProjectError
+
+IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"}
+Progress = Callable[[int, int], None]  # (done, total)
+
+
+class DatasetError(SGProjectError):
+    """The training data cannot be used (no images, a bad spec, ...)."""
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("SGPROJECT_CACHE", Path.home() / ".cache" / "sgproject"))
+
+
+@dataclass
+class ImageDataset:
+    """All training images as uint8 [N, C, R, R] (possibly memory-mapped), with what was skipped on the way."""
+
+    images: np.ndarray  # uint8 [N, C, R, R]
+    source: str  # the folder or spec it came from
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (file, reason)
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    @property
+    def resolution(self) -> int:
+        return self.images.shape[-1]
+
+    def batch(self, indices: np.ndarray, device: torch.device | str = "cpu") -> torch.Tensor:
+        """Images at `indices` as float32 [B, C, R, R] in [-1, 1] on `device`."""
+        x = torch.from_numpy(np.ascontiguousarray(self.images[indices]))
+        return x.to(device=device, dtype=torch.float32) / 127.5 - 1
+
+
+def centre_crop_resize(img, resolution: int) -> np.ndarray:
+    """PIL image -> uint8 [C, R, R] RGB: the central square, Lanczos-resized."""
+    from PIL import Image
+
+    img = img.convert("RGB")
+    w, h = img.size
+    s = min(w, h)
+    left, top = (w - s) // 2, (h - s) // 2
+    img = img.crop((left, top, left + s, top + s))
+    if s != resolution:
+        img = img.resize((resolution, resolution), Image.LANCZOS)
+    return np.asarray(img, dtype=np.uint8).transpose(2, 0, 1)
+
+
+def decode_file(path: str, resolution: int) -> tuple[np.ndarray | None, str | None]:
+    """(image, None) or (None, reason). Never raises for a bad file."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as img:
+            img.load()
+            return centre_crop_resize(img, resolution), None
+    except UnidentifiedImageError:
+        return None, "not a readable image"
+    except (OSError, ValueError, SyntaxError) as e:  # truncated, corrupt, bombs (DecompressionBombError is OSError-like)
+        return None, " ".join(str(e).split())[:200] or type(e).__name__
+    except Exception as e:  # a decoder bug on a hostile file must not stop training
+        return None, f"{type(e).__name__}: {e}"[:200]
+
+
+def list_image_files(folder: Path) -> list[Path]:
+    """Image files below `folder` (recursive, by extension, hidden files and folders skipped), sorted."""
+    files = []
+    for root, dirs, names in os.walk(folder, followlinks=False):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        files += [Path(root) / n for n in names if not n.startswith(".") and Path(n).suffix.lower() in IMAGE_EXTENSIONS]
+    return sorted(files)
+
+
+def _cache_key(parts: list[str]) -> str:
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:24]
+
+
+def load_image_folder(
+    folder: str | Path, resolution: int, *, progress: Progress | None = None, cache_dir: Path | None = None,
+) -> ImageDataset:
+    """Decode every image below `folder` once (cached); corrupt files are skipped and listed."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DatasetError(f"{folder} is not a folder of images")
+    files = list_image_files(folder)
+    if not files:
+        raise DatasetError(f"no images (png, jpg, webp, bmp, tif) found below {folder}")
+    parts = [f"folder v1 res={resolution}"]
+    for f in files:
+        st = f.stat()
+        parts.append(f"{f.relative_to(folder)}\t{st.st_size}\t{st.st_mtime_ns}")
+    key = "folder-" + _cache_key(parts)
+    cache_dir = cache_dir or cache_root() / "datasets"
+    path, meta_path = cache_dir / f"{key}.npy", cache_dir / f"{key}.json"
+    if path.exists() and meta_path.exists():
+        meta = json.loads(meta_path.read_text())
+        return ImageDataset(np.load(path, mmap_mode="r"), str(folder), [tuple(s) for s in meta["skipped"]])
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    good: list[np.ndarray] = []
+    skipped: list[tuple[str, str]] = []
+    for i, f in enumerate(files):
+        img, reason = decode_file(str(f), resolution)
+        if img is None:
+            skipped.append((str(f.relative_to(folder)), reason or "unreadable"))
+        else:
+            good.append(img)
+        if progress:
+            progress(i + 1, len(files))
+    if not good:
+        raise DatasetError(f"none of the {len(files)} image files below {folder} could be read")
+    _save_cache(path, meta_path, np.stack(good), skipped)
+    return ImageDataset(np.load(path, mmap_mode="r"), str(folder), skipped)
+
+
+def _save_cache(path: Path, meta_path: Path, arr: np.ndarray, skipped: list) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as f:
+        np.save(f, arr)
+    os.replace(tmp, path)
+    meta_path.write_text(json.dumps({"n": len(arr), "skipped": skipped}))
+
+
+def load_portraits(
+    n: int, resolution: int, *, seed: int = 0, progress: Progress | None = None, cache_dir: Path | None = None,
+) -> ImageDataset:
+    """The first n procedural portraits of set `seed`, rendered once (cached)."""
+    from generator.portraits import render_portrait
+
+    cache_dir = cache_dir or cache_root() / "datasets"
+    key = f"portraits-{_cache_key([f'portraits v1 n={n} res={resolution} seed={seed}'])}"
+    path, meta_path = cache_dir / f"{key}.npy", cache_dir / f"{key}.json"
+    if not (path.exists() and meta_path.exists()):
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        arr = np.empty((n, 3, resolution, resolution), np.uint8)
+        for i in range(n):
+            arr[i] = render_portrait(seed, i, resolution)[0].transpose(2, 0, 1)
+            if progress:
+                progress(i + 1, n)
+        _save_cache(path, meta_path, arr, [])
+    return ImageDataset(np.load(path, mmap_mode="r"), f"portraits:{n}:{seed}")
+
+
+def open_dataset(spec: str | Path, resolution: int, **kw) -> ImageDataset:
+    """A folder path, or `portraits:N[:SEED]` for N procedural portraits of set SEED (default 0)."""
+    m = re.fullmatch(r"portraits:(\d+)(?::(\d+))?", str(spec))
+    if m:
+        return load_portraits(int(m.group(1)), resolution, seed=int(m.group(2) or 0), **kw)
+    return load_image_folder(spec, resolution, **kw)

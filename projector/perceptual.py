@@ -1,0 +1,221 @@
+"""Perceptual distance: LPIPS (Zhang et al. 2018) with the VGG16 backbone, resolved without surprises offline.
+
+The `lpips` package ships its linear heads but takes the VGG16 backbone from torchvision, which downloads it. The
+backbone is resolved in this order (DESIGN.md, "LPIPS weights when offline"):
+
+1. an explicit file: the `vgg_weights` argument (CLI `--vgg-weights`) or `$SGPROJECT_VGG16`;
+2. torchvision's cache (`$TORCH_HOME/hub/checkpoints/vgg16-397923af.pth`);
+3. a download through torchvision, when online and allowed;
+4. a deterministic random backbone (He-initialised from numpy's legacy RandomState, seed 0): the same on every
+   machine and every version, with a loud warning. Scores made with it are only comparable with each other.
+
+`PerceptualDistance.identity` names what is in use (e.g. `lpips-vgg16:imagenet:397923af`, `lpips-vgg16:random-seed0`);
+every output records it, and calibrations refuse scores made with another one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from generator.errors import SGProjectError
+
+log = logging.getLogger(__name__)
+
+VGG16_URL = "https://download.pytorch.org/models/vgg16-397923af.pth"
+VGG16_FILE = "vgg16-397923af.pth"
+ENV_WEIGHTS = "SGPROJECT_VGG16"
+ENV_OFFLINE = "SGPROJECT_OFFLINE"  # "1": never try to download
+RANDOM_SEED = 0
+MAX_SIZE = 256  # images larger than this are area-downsampled before LPIPS, as the paper's projector does
+
+
+class PerceptualWeightsError(SGProjectError):
+    """An explicitly named VGG16 weights file is missing or unusable."""
+
+
+@dataclass(frozen=True)
+class BackboneSource:
+    kind: str  # 'explicit', 'cache', 'download' or 'random'
+    path: str | None  # the weights file, when there is one
+    identity: str  # recorded in every output
+
+    @property
+    def is_random(self) -> bool:
+        return self.kind == "random"
+
+
+def torchvision_cache_path() -> Path:
+    return Path(torch.hub.get_dir()) / "checkpoints" / VGG16_FILE
+
+
+def _features_state(state: dict) -> dict[str, torch.Tensor]:
+    """The conv weights of `features.*` from a torchvision VGG16 state dict (or one holding only features)."""
+    feats = {k[len("features."):]: v for k, v in state.items() if k.startswith("features.")}
+    if not feats:
+        feats = {k: v for k, v in state.items() if k.split(".")[0].isdigit()}
+    needed = {f"{i}.{p}" for i in (0, 2, 5, 7, 10, 12, 14, 17, 19, 21, 24, 26, 28) for p in ("weight", "bias")}
+    if not needed <= set(feats):
+        raise PerceptualWeightsError(
+            f"not a torchvision VGG16 state dict (missing {sorted(needed - set(feats))[:2]}...)"
+        )
+    return {k: feats[k] for k in needed}
+
+
+def _load_weights_file(path: Path) -> dict[str, torch.Tensor]:
+    if not path.is_file():
+        raise PerceptualWeightsError(f"VGG16 weights file {path} does not exist")
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            state = load_file(str(path))
+        else:  # torch's restricted loader: tensors only, no code
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise PerceptualWeightsError(f"cannot read VGG16 weights {path}: {' '.join(str(e).split())[:160]}") from None
+    return _features_state(state)
+
+
+def _digest(feats: dict[str, torch.Tensor]) -> str:
+    h = hashlib.sha256()
+    for k in sorted(feats):
+        h.update(k.encode())
+        h.update(feats[k].detach().cpu().float().contiguous().numpy().tobytes())
+    return h.hexdigest()[:8]
+
+
+def random_vgg16_features(seed: int = RANDOM_SEED) -> dict[str, torch.Tensor]:
+    """He-initialised VGG16 conv weights from numpy's legacy RandomState: identical everywhere, forever."""
+    rs = np.random.RandomState(seed)
+    chans = [(3, 64), (64, 64), (64, 128), (128, 128), (128, 256), (256, 256), (256, 256),
+             (256, 512), (512, 512), (512, 512), (512, 512), (512, 512), (512, 512)]
+    idx = (0, 2, 5, 7, 10, 12, 14, 17, 19, 21, 24, 26, 28)
+    out = {}
+    for i, (cin, cout) in zip(idx, chans):
+        w = rs.standard_normal((cout, cin, 3, 3)).astype(np.float32) * np.sqrt(2.0 / (cin * 9))
+        out[f"{i}.weight"] = torch.from_numpy(w)
+        out[f"{i}.bias"] = torch.zeros(cout)
+    return out
+
+
+def resolve_backbone(vgg_weights: str | Path | None = None, *, allow_download: bool | None = None) -> tuple[BackboneSource, dict]:
+    """Find the VGG16 backbone weights (see the module docstring for the order)."""
+    explicit = vgg_weights or os.environ.get(ENV_WEIGHTS)
+    if explicit:
+        path = Path(explicit).expanduser()
+        feats = _load_weights_file(path)
+        return BackboneSource("explicit", str(path), f"lpips-vgg16:file:{_digest(feats)}"), feats
+    cached = torchvision_cache_path()
+    if cached.is_file():
+        try:
+            feats = _load_weights_file(cached)
+            return BackboneSource("cache", str(cached), f"lpips-vgg16:imagenet:{_digest(feats)}"), feats
+        except PerceptualWeightsError as e:
+            log.warning("ignoring the torchvision cache: %s", e)
+    if allow_download is None:
+        allow_download = os.environ.get(ENV_OFFLINE, "") not in ("1", "true", "yes")
+    if allow_download:
+        try:
+            state = torch.hub.load_state_dict_from_url(VGG16_URL, map_location="cpu", progress=False, check_hash=True)
+            feats = _features_state(state)
+            return BackboneSource("download", str(cached), f"lpips-vgg16:imagenet:{_digest(feats)}"), feats
+        except Exception as e:  # offline, proxy, partial download: fall through to the random backbone
+            log.debug("VGG16 download failed: %s", e)
+    feats = random_vgg16_features()
+    return BackboneSource("random", None, f"lpips-vgg16:random-seed{RANDOM_SEED}"), feats
+
+
+def _normalize(f: torch.Tensor, eps: float = 1e-10) -> torch.Tensor:
+    """Unit length along channels (LPIPS' normalize_tensor)."""
+    return f / (f.square().sum(dim=1, keepdim=True).sqrt() + eps)
+
+
+def downsample_to(img: torch.Tensor, size: int = MAX_SIZE) -> torch.Tensor:
+    """Area-downsample [N, C, H, W] so that neither side exceeds `size`; smaller images are left alone."""
+    h, w = img.shape[-2:]
+    if max(h, w) <= size:
+        return img
+    s = size / max(h, w)
+    return F.interpolate(img, size=(round(h * s), round(w * s)), mode="area")
+
+
+class PerceptualDistance(nn.Module):
+    """LPIPS-VGG between images in [-1, 1]. Target features can be computed once and reused (projection)."""
+
+    def __init__(self, source: BackboneSource, features: dict[str, torch.Tensor]):
+        super().__init__()
+        import lpips
+
+        with warnings.catch_warnings():  # torchvision's 'pretrained' deprecation noise
+            warnings.simplefilter("ignore")
+            model = lpips.LPIPS(net="vgg", pretrained=True, pnet_rand=True, verbose=False)
+        net_state = {}
+        for name, _ in model.net.named_parameters():
+            slice_name, idx, kind = name.split(".")
+            net_state[name] = features[f"{idx}.{kind}"]
+        model.net.load_state_dict(net_state, strict=True)
+        self.scaling, self.net, self.lins = model.scaling_layer, model.net, model.lins
+        self.source = source
+        self.identity = source.identity
+        self.eval().requires_grad_(False)
+
+    def features(self, img: torch.Tensor) -> list[torch.Tensor]:
+        """Unit-normalised VGG features of [N, 3, H, W] images in [-1, 1] (downsampled to 256 when larger)."""
+        x = self.scaling(downsample_to(img.float()))
+        return [_normalize(f) for f in self.net(x)]
+
+    def distance_to(self, img: torch.Tensor, target_feats: list[torch.Tensor], *, spatial: bool = False) -> torch.Tensor:
+        """LPIPS between `img` and precomputed target features: [N], or [N, 1, h, w] maps when `spatial`."""
+        feats = self.features(img)
+        total = 0
+        for lin, a, b in zip(self.lins, feats, target_feats):
+            d = lin((a - b).square())  # [N, 1, h, w]
+            if spatial:
+                size = target_feats[0].shape[-2:]
+                total = total + F.interpolate(d, size=size, mode="bilinear", align_corners=False)
+            else:
+                total = total + d.mean(dim=[2, 3])
+        return total if spatial else total[:, 0]
+
+    def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:  # [N]
+        return self.distance_to(a, self.features(b))
+
+    def spatial_map(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        """Where the two images differ perceptually: [N, 1, h, w] at the (downsampled) input size."""
+        return self.distance_to(a, self.features(b), spatial=True)
+
+
+_CACHE: dict[tuple, PerceptualDistance] = {}
+
+
+def load_perceptual(
+    vgg_weights: str | Path | None = None,
+    device: torch.device | str = "cpu",
+    *,
+    allow_download: bool | None = None,
+    warn=None,  # callable(str) for the loud warning; default: logging.warning
+) -> PerceptualDistance:
+    """The LPIPS-VGG distance on `device`, built once per (weights, device) and shared."""
+    source, feats = resolve_backbone(vgg_weights, allow_download=allow_download)
+    key = (source.identity, str(device))
+    if key not in _CACHE:
+        if source.is_random:
+            msg = (
+                "VGG16 ImageNet weights not found (no --vgg-weights, $SGPROJECT_VGG16 or torchvision cache, and no "
+                "download): LPIPS uses a DETERMINISTIC RANDOM backbone. Distances are only comparable with others "
+                f"made the same way ({source.identity}). Put {VGG16_FILE} in {torchvision_cache_path().parent} "
+                "for real LPIPS."
+            )
+            (warn or log.warning)(msg)
+        _CACHE[key] = PerceptualDistance(source, feats).to(device)
+    return _CACHE[key]
