@@ -146,10 +146,10 @@ def load_portraits(
     n: int, resolution: int, *, seed: int = 0, progress: Progress | None = None, cache_dir: Path | None = None,
 ) -> ImageDataset:
     """The first n procedural portraits of set `seed`, rendered once (cached)."""
-    from generator.portraits import render_portrait
+    from generator.portraits import RENDERER_VERSION, render_portrait
 
     cache_dir = cache_dir or cache_root() / "datasets"
-    key = f"portraits-{_cache_key([f'portraits v1 n={n} res={resolution} seed={seed}'])}"
+    key = f"portraits-{_cache_key([f'portraits v{RENDERER_VERSION} n={n} res={resolution} seed={seed}'])}"
     path, meta_path = cache_dir / f"{key}.npy", cache_dir / f"{key}.json"
     if not (path.exists() and meta_path.exists()):
         cache_dir.mkdir(parents=True, exist_ok=True)

@@ -4,6 +4,9 @@ from sgproject.app import app
 
 # Each import registers commands on `app` (order is the order in --help).
 from sgproject import cmd_generate  # noqa: F401,E402
+from sgproject import cmd_train  # noqa: F401,E402
+from sgproject import cmd_dataset  # noqa: F401,E402
+from sgproject import cmd_align  # noqa: F401,E402
 
 
 def main() -> None:
