@@ -5,6 +5,7 @@ from sgproject.app import app
 # Each import registers commands on `app` (order is the order in --help).
 from sgproject import cmd_generate  # noqa: F401,E402
 from sgproject import cmd_train  # noqa: F401,E402
+from sgproject import cmd_invert  # noqa: F401,E402
 from sgproject import cmd_dataset  # noqa: F401,E402
 from sgproject import cmd_align  # noqa: F401,E402
 

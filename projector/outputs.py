@@ -1,0 +1,77 @@
+"""Files of a projection: what `sgproject invert` writes per image, and how to read it back.
+
+    target.png        the image that was projected (after loading, cropping, resizing, optional alignment)
+    proj.png          the reconstruction, rendered with the optimised noise
+    projected_w.npz   w as [1, num_ws, w_dim] (key 'w')
+    noise.npz         the optimised noise maps, keys noise_00, noise_01, ... each [1, 1, r, r]
+    trace.json        the loss trace: one entry per step
+    summary.json      distances, settings, model and perceptual-network identity
+    proj.mp4          (optional) target | projection, one frame per step
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from generator.render import save_image
+from projector.project import Projection
+
+
+def _write_bytes_atomic(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def _npz_bytes(**arrays: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    return buf.getvalue()
+
+
+def to_uint8(img: torch.Tensor) -> np.ndarray:
+    """[C, H, W] in [-1, 1] -> uint8 [H, W, C]."""
+    return (img.float() * 127.5 + 128).clamp(0, 255).to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+
+
+def save_projection(
+    p: Projection, folder: str | Path, *, target: np.ndarray, meta: dict, video: bool = False, fps: int = 30,
+) -> dict[str, str]:
+    """Write every file of one projection into `folder` (each atomically); returns {kind: path}."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = {
+        "target": save_image(target, folder / "target.png"),
+        "projection": save_image(to_uint8(p.image), folder / "proj.png"),
+    }
+    _write_bytes_atomic(folder / "projected_w.npz", _npz_bytes(w=p.w[None].numpy().astype(np.float32)))
+    paths["w"] = folder / "projected_w.npz"
+    noise = {f"noise_{k:02d}": m.numpy().astype(np.float32) for k, m in enumerate(p.noise)}
+    _write_bytes_atomic(folder / "noise.npz", _npz_bytes(**noise))
+    paths["noise"] = folder / "noise.npz"
+    _write_bytes_atomic(folder / "trace.json", json.dumps(p.trace).encode())
+    paths["trace"] = folder / "trace.json"
+    if video and p.frames:
+        from projector.video import write_projection_video
+
+        paths["video"] = write_projection_video(target, p.frames, folder / "proj.mp4", fps=fps)
+    summary = {**meta, **p.summary(), "files": {k: Path(v).name for k, v in paths.items()}}
+    _write_bytes_atomic(folder / "summary.json", (json.dumps(summary, indent=2) + "\n").encode())
+    paths["summary"] = folder / "summary.json"
+    return {k: str(v) for k, v in paths.items()}
+
+
+def load_projection(folder: str | Path) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """(w [num_ws, w_dim], noise maps [1, 1, r, r]) from a folder written by `save_projection`."""
+    folder = Path(folder)
+    with np.load(folder / "projected_w.npz", allow_pickle=False) as f:
+        w = torch.from_numpy(f["w"][0])
+    with np.load(folder / "noise.npz", allow_pickle=False) as f:
+        noise = [torch.from_numpy(f[k]) for k in sorted(f.files)]
+    return w, noise

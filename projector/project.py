@@ -1,0 +1,279 @@
+"""`project()`: find the latent (W or W+) and noise maps that make the generator reproduce each target image.
+
+The paper's projector (Karras et al. 2020, appendix D) on a batch: every image has its own w and its own noise
+maps, optimised independently in one batched computation. Losses are summed over images (not averaged), and Adam
+is elementwise, so an image's result does not depend on which other images share its batch. An image that stops
+early leaves the batch: its parameters get no gradient, and Adam leaves parameters without one untouched.
+
+The reconstruction that is reported is rendered with the optimised noise (the official PyTorch projector re-renders
+with the model's stored noise, a known flaw).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+
+from generator.errors import SGProjectError
+from generator.networks import Generator
+from projector.noise import gaussianity, noise_regularization, normalize_noise_
+from projector.perceptual import PerceptualDistance, load_perceptual
+from projector.schedule import learning_rate, w_noise_scale
+
+SPACES = ("w", "w+")
+
+
+class ProjectionError(SGProjectError):
+    """Projection cannot run with these inputs (wrong image size, bad settings, ...)."""
+
+
+@dataclass
+class ProjectorConfig:
+    space: str = "w"  # 'w': one w broadcast to all layers (the paper); 'w+': one w per layer
+    num_steps: int = 1000  # optimisation steps
+    lr: float = 0.1  # peak Adam learning rate
+    lr_rampup: float = 0.05  # fraction of the run with a linear ramp-up
+    lr_rampdown: float = 0.25  # fraction of the run with a cosine ramp-down
+    initial_noise_factor: float = 0.05  # noise on w at the start, times w_std
+    noise_ramp_length: float = 0.75  # fraction of the run after which w gets no noise
+    noise_weight: float = 1e5  # weight of the noise regulariser
+    w_avg_samples: int = 10_000  # mapped z used to estimate w_avg and w_std
+    early_stop: int = 0  # stop an image after this many steps without improving by early_stop_delta (0: off)
+    early_stop_delta: float = 1e-4  # improvement of the LPIPS distance that counts
+    amp: bool = False  # bfloat16 autocast for synthesis and LPIPS (CUDA only)
+
+    def __post_init__(self) -> None:
+        if self.space not in SPACES:
+            raise ProjectionError(f"space must be 'w' or 'w+', got {self.space!r}")
+        if self.num_steps < 1:
+            raise ProjectionError(f"num_steps must be at least 1, got {self.num_steps}")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def fingerprint(self) -> str:
+        """A short hash of every setting that changes a score (calibrations and resumed runs compare it)."""
+        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
+
+
+@dataclass
+class Projection:
+    """The result for one image. Tensors are on the CPU."""
+
+    w: torch.Tensor  # [num_ws, w_dim]
+    noise: list[torch.Tensor]  # [1, 1, r, r] per noise layer
+    image: torch.Tensor  # [C, R, R] in [-1, 1], rendered from w with the optimised noise
+    lpips: float  # LPIPS(target, image)
+    mse: float  # mean squared error with pixels in [0, 1]
+    psnr: float  # dB, from mse
+    steps: int  # optimisation steps taken
+    stopped_early: bool
+    trace: list[dict] = field(default_factory=list)  # per step: step, lpips, noise_reg, lr
+    seconds: float = 0.0  # share of the batch's wall time
+    noise_gaussianity: float = 0.0  # see projector.noise.gaussianity
+    frames: list[np.ndarray] | None = None  # uint8 [R, R, C] per step, when record_frames
+
+    def summary(self) -> dict:
+        return {
+            "lpips": self.lpips, "mse": self.mse, "psnr": self.psnr, "steps": self.steps,
+            "stopped_early": self.stopped_early, "seconds": round(self.seconds, 3),
+            "noise_gaussianity": self.noise_gaussianity,
+        }
+
+
+# ---------------------------------------------------------------------------------------------- w statistics
+
+_W_STATS: dict[tuple, tuple[torch.Tensor, float]] = {}
+
+
+def w_statistics(G: Generator, n: int = 10_000, seed: int = 123) -> tuple[torch.Tensor, float]:
+    """w_avg and w_std of G from n mapped z (fixed seed); computed once per model and device. ([w_dim], scalar)"""
+    key = (id(G), n, seed, str(G.device), G.mapping.fc0.weight.data_ptr())
+    if key not in _W_STATS:
+        _W_STATS[key] = G.estimate_w_stats(n, seed=seed)
+    return _W_STATS[key]
+
+
+# -------------------------------------------------------------------------------------------------- metrics
+
+
+def mse_psnr(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-image MSE with pixels in [0, 1] and the PSNR in dB. Inputs in [-1, 1]. ([N], [N])"""
+    mse = ((a - b) / 2).square().mean(dim=[1, 2, 3])
+    psnr = -10 * torch.log10(mse.clamp_min(1e-12))
+    return mse, psnr
+
+
+# -------------------------------------------------------------------------------------------------- project
+
+
+def project(
+    G: Generator,
+    targets: torch.Tensor,  # [N, C, R, R] in [-1, 1], at G's resolution
+    *,
+    config: ProjectorConfig | None = None,
+    seed: int = 0,
+    device: torch.device | str | None = None,
+    perceptual: PerceptualDistance | None = None,
+    callback: Callable[[int, int, int], None] | None = None,  # (step, num_steps, images still optimising)
+    record_frames: bool = False,
+    **overrides,  # ProjectorConfig fields, e.g. space='w+', num_steps=200
+) -> list[Projection]:
+    """Project every target image; returns one Projection per image, in order.
+
+    Randomness (initial noise maps, noise on w) is drawn per image from a generator seeded by `seed`, so an image
+    gets the same result in any batch.
+    """
+    cfg = dataclasses.replace(config or ProjectorConfig(), **overrides)
+    device = torch.device(device) if device is not None else G.device
+    n, c, h, w_ = targets.shape
+    if (c, h, w_) != (G.img_channels, G.img_resolution, G.img_resolution):
+        raise ProjectionError(
+            f"targets must be [N, {G.img_channels}, {G.img_resolution}, {G.img_resolution}] for this model, "
+            f"got {list(targets.shape)}"
+        )
+    G = G.to(device).eval().requires_grad_(False)
+    perceptual = perceptual if perceptual is not None else load_perceptual(device=device)
+    perceptual = perceptual.to(device)
+    targets = targets.to(device, torch.float32)
+    autocast = torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=cfg.amp and device.type == "cuda")
+
+    w_avg, w_std = w_statistics(G, cfg.w_avg_samples)
+    num_ws = G.num_ws
+    w_layers = num_ws if cfg.space == "w+" else 1
+    shapes = G.synthesis.noise_shapes()
+
+    # One set of leaves per image: an image that stops simply gets no more gradients.
+    gens = [torch.Generator(device="cpu").manual_seed(seed) for _ in range(n)]
+    w_opt = [w_avg.detach().clone().reshape(1, 1, -1).repeat(1, w_layers, 1).requires_grad_(True) for _ in range(n)]
+    noise = [
+        [torch.randn((1, 1, *s), generator=gens[i]).to(device).requires_grad_(True) for s in shapes] for i in range(n)
+    ]
+    for i in range(n):
+        normalize_noise_(noise[i])
+    params = [p for i in range(n) for p in [w_opt[i], *noise[i]]]
+    opt = torch.optim.Adam(params, betas=(0.9, 0.999), lr=cfg.lr)
+    with torch.no_grad(), autocast:
+        target_feats = perceptual.features(targets)
+
+    active = list(range(n))
+    best = [math.inf] * n
+    since_best = [0] * n
+    steps_taken = [0] * n
+    stopped = [False] * n
+    traces: list[list[dict]] = [[] for _ in range(n)]
+    frames: list[list[np.ndarray]] | None = [[] for _ in range(n)] if record_frames else None
+    t_start = time.time()
+
+    for step in range(cfg.num_steps):
+        if not active:
+            break
+        t = step / cfg.num_steps
+        lr = learning_rate(t, cfg.lr, rampup=cfg.lr_rampup, rampdown=cfg.lr_rampdown)
+        for group in opt.param_groups:
+            group["lr"] = lr
+        sigma = w_noise_scale(t, w_std, factor=cfg.initial_noise_factor, ramp_length=cfg.noise_ramp_length)
+
+        ws = torch.cat([w_opt[i] for i in active])  # [A, w_layers, w_dim]
+        w_noise = torch.cat([torch.randn(w_opt[i].shape, generator=gens[i]) for i in active]).to(device)
+        ws = (ws + w_noise * sigma).expand(-1, num_ws, -1) if w_layers == 1 else ws + w_noise * sigma
+        maps = [torch.cat([noise[i][k] for i in active]) for k in range(len(shapes))]  # [A, 1, r, r] each
+        with autocast:
+            synth = G.synthesis(ws, noise=maps)
+            dist = perceptual.distance_to(synth, [f[active] for f in target_feats]).float()  # [A]
+        reg = noise_regularization(maps)  # [A]
+        loss = (dist + cfg.noise_weight * reg).sum()
+
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        for i in active:
+            normalize_noise_(noise[i])
+
+        d_list, r_list = dist.detach().cpu().tolist(), reg.detach().cpu().tolist()
+        if frames is not None:
+            imgs = _to_uint8(synth.detach())
+        still = []
+        for j, i in enumerate(active):
+            steps_taken[i] = step + 1
+            traces[i].append({"step": step, "lpips": d_list[j], "noise_reg": r_list[j], "lr": lr})
+            if frames is not None:
+                frames[i].append(imgs[j])
+            if d_list[j] < best[i] - cfg.early_stop_delta:
+                best[i], since_best[i] = d_list[j], 0
+            else:
+                since_best[i] += 1
+            if cfg.early_stop and since_best[i] >= cfg.early_stop and step + 1 < cfg.num_steps:
+                stopped[i] = True
+            else:
+                still.append(i)
+        active = still
+        if callback:
+            callback(step + 1, cfg.num_steps, len(active))
+
+    elapsed = time.time() - t_start
+    return _finish(G, targets, target_feats, perceptual, w_opt, noise, steps_taken, stopped, traces, frames,
+                   elapsed, num_ws, autocast)
+
+
+@torch.no_grad()
+def _finish(G, targets, target_feats, perceptual, w_opt, noise, steps_taken, stopped, traces, frames, elapsed,
+            num_ws, autocast) -> list[Projection]:
+    """Render every image from its final w with its optimised noise, and measure it."""
+    n = len(w_opt)
+    ws = torch.cat([w.detach().expand(-1, num_ws, -1) if w.shape[1] == 1 else w.detach() for w in w_opt])
+    maps = [torch.cat([noise[i][k].detach() for i in range(n)]) for k in range(len(noise[0]))]
+    with autocast:
+        images = G.synthesis(ws, noise=maps).float()
+        dists = perceptual.distance_to(images, target_feats).float()
+    mse, psnr = mse_psnr(images, targets)
+    gauss = gaussianity(maps)
+    total_steps = max(1, sum(steps_taken))
+    out = []
+    for i in range(n):
+        out.append(Projection(
+            w=ws[i].cpu(), noise=[m[i : i + 1].cpu() for m in maps], image=images[i].cpu(),
+            lpips=float(dists[i]), mse=float(mse[i]), psnr=float(psnr[i]), steps=steps_taken[i],
+            stopped_early=stopped[i], trace=traces[i], seconds=elapsed * steps_taken[i] / total_steps,
+            noise_gaussianity=float(gauss[i]), frames=frames[i] if frames is not None else None,
+        ))
+    return out
+
+
+def _to_uint8(img: torch.Tensor) -> np.ndarray:
+    """[N, C, H, W] in [-1, 1] -> uint8 [N, H, W, C]."""
+    return (img.float() * 127.5 + 128).clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+
+
+@torch.no_grad()
+def render(G: Generator, w: torch.Tensor, noise: Sequence[torch.Tensor]) -> torch.Tensor:
+    """Re-render a projection from its saved w [num_ws, w_dim] and noise maps. [C, R, R] in [-1, 1]"""
+    dev = G.device
+    return G.synthesis(w.to(dev)[None], noise=[m.to(dev) for m in noise])[0]
+
+
+def auto_batch_size(G: Generator, device: torch.device, n_images: int, *, cap: int = 64) -> int:
+    """How many images to optimise at once: all of them up to `cap` on a CPU (memory is not the limit there); on
+    CUDA the largest power of two up to `cap` whose step fits in memory, found by trying."""
+    if device.type != "cuda":
+        return max(1, min(n_images, 16 if G.img_resolution <= 128 else 4))
+    perceptual = load_perceptual(device=device)
+    b = min(cap, 1 << max(0, (n_images - 1).bit_length()))
+    while b > 1:
+        try:
+            x = torch.zeros(b, G.img_channels, G.img_resolution, G.img_resolution, device=device)
+            project(G, x, num_steps=1, perceptual=perceptual, device=device, w_avg_samples=1000)
+            torch.cuda.synchronize(device)
+            return min(b, n_images)
+        except torch.cuda.OutOfMemoryError:
+            torch.cuda.empty_cache()
+            b //= 2
+    return 1
