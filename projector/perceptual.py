@@ -102,14 +102,37 @@ def random_vgg16_features(seed: int = RANDOM_SEED) -> dict[str, torch.Tensor]:
     idx = (0, 2, 5, 7, 10, 12, 14, 17, 19, 21, 24, 26, 28)
     out = {}
     for i, (cin, cout) in zip(idx, chans):
-        w = rs.standard_normal((cout, cin, 3, 3)).astype(np.float32) * np.sqrt(2.0 / (cin * 9))
+        w = (rs.standard_normal((cout, cin, 3, 3)) * np.sqrt(2.0 / (cin * 9))).astype(np.float32)
         out[f"{i}.weight"] = torch.from_numpy(w)
         out[f"{i}.bias"] = torch.zeros(cout)
     return out
 
 
-def resolve_backbone(vgg_weights: str | Path | None = None, *, allow_download: bool | None = None) -> tuple[BackboneSource, dict]:
-    """Find the VGG16 backbone weights (see the module docstring for the order)."""
+def resolve_backbone(
+    vgg_weights: str | Path | None = None, *, allow_download: bool | None = None, require: str | None = None,
+) -> tuple[BackboneSource, dict]:
+    """Find the VGG16 backbone weights (see the module docstring for the order).
+
+    `require`: the identity a calibration was made with. The deterministic random backbone can be rebuilt
+    anywhere, so it is used directly; for any other identity the usual order is followed and the result must match.
+    """
+    if require is not None and require == random_identity():
+        feats = random_vgg16_features()
+        return BackboneSource("random", None, require), feats
+    source, feats = _resolve(vgg_weights, allow_download)
+    if require is not None and source.identity != require:
+        raise PerceptualWeightsError(
+            f"the calibration was made with {require}, but {source.identity} is what is available here; "
+            "give the matching VGG16 weights with --vgg-weights (or $SGPROJECT_VGG16)"
+        )
+    return source, feats
+
+
+def random_identity() -> str:
+    return f"lpips-vgg16:random-seed{RANDOM_SEED}"
+
+
+def _resolve(vgg_weights: str | Path | None, allow_download: bool | None) -> tuple[BackboneSource, dict]:
     explicit = vgg_weights or os.environ.get(ENV_WEIGHTS)
     if explicit:
         path = Path(explicit).expanduser()
@@ -132,7 +155,7 @@ def resolve_backbone(vgg_weights: str | Path | None = None, *, allow_download: b
         except Exception as e:  # offline, proxy, partial download: fall through to the random backbone
             log.debug("VGG16 download failed: %s", e)
     feats = random_vgg16_features()
-    return BackboneSource("random", None, f"lpips-vgg16:random-seed{RANDOM_SEED}"), feats
+    return BackboneSource("random", None, random_identity()), feats
 
 
 def _normalize(f: torch.Tensor, eps: float = 1e-10) -> torch.Tensor:
@@ -203,13 +226,14 @@ def load_perceptual(
     device: torch.device | str = "cpu",
     *,
     allow_download: bool | None = None,
+    require: str | None = None,  # an identity the result must have (from a calibration)
     warn=None,  # callable(str) for the loud warning; default: logging.warning
 ) -> PerceptualDistance:
     """The LPIPS-VGG distance on `device`, built once per (weights, device) and shared."""
-    source, feats = resolve_backbone(vgg_weights, allow_download=allow_download)
+    source, feats = resolve_backbone(vgg_weights, allow_download=allow_download, require=require)
     key = (source.identity, str(device))
     if key not in _CACHE:
-        if source.is_random:
+        if source.is_random and require is None:
             msg = (
                 "VGG16 ImageNet weights not found (no --vgg-weights, $SGPROJECT_VGG16 or torchvision cache, and no "
                 "download): LPIPS uses a DETERMINISTIC RANDOM backbone. Distances are only comparable with others "

@@ -15,8 +15,8 @@ from sgproject.app import app, err, fail, handle_errors, out, pick_device
 MODEL_HELP = "Registered name (portraits-64, tiny), an sgproject .safetensors file, or an NVIDIA/rosinality file."
 
 
-def progress_bar() -> Progress:
-    """The progress bar every long command uses (stderr; hidden when stderr is not a terminal)."""
+def progress_bar(*, disable: bool = False) -> Progress:
+    """The progress bar every long command uses (on stderr)."""
     return Progress(
         TextColumn("[progress.description]{task.description}"),
         BarColumn(),
@@ -24,6 +24,7 @@ def progress_bar() -> Progress:
         TimeRemainingColumn(),
         console=err,
         transient=False,
+        disable=disable,
     )
 
 

@@ -1,9 +1,13 @@
 """Shared fixtures. Tests run on CPU with the `tiny` model unless marked `gpu`."""
 
+import os
+
 import pytest
 import torch
 
-torch.set_num_threads(max(1, torch.get_num_threads()))
+# One torch thread per test process: the tests are small, and on a shared 2-core machine several multi-threaded
+# processes spin against each other. Parallelism comes from running test processes side by side instead.
+torch.set_num_threads(int(os.environ.get("SGPROJECT_TEST_THREADS", "1")))
 
 
 def pytest_collection_modifyitems(config, items):

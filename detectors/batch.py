@@ -1,0 +1,389 @@
+"""Batch detection: judge every image under the given paths, writing each result the moment it is known.
+
+    report_dir/
+      results.jsonl        one row per image (detectors/results.py), appended and flushed as each image finishes
+      results.rank{r}.jsonl  per-process rows under torchrun, merged into results.jsonl by rank 0
+      run.json             settings, model, calibration, versions; 'partial' until the run completes
+      assets/              target, reconstruction and heat-map PNGs per image (named by content hash)
+      report.html|json|csv written at the end (and, marked partial, when the run is interrupted)
+
+Resume (`resume=True`) skips every image whose content hash was already judged with the same settings; an image
+with the same content under another name gets a copy of the earlier row without new work.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable, Iterator
+
+import numpy as np
+import torch
+
+from detectors.images import ImageLoadError, RGBImage, find_images, fit_to_resolution, read_rgb, save_png, to_tensor
+from detectors.results import ResultsWriter, make_row, now_iso, read_results, write_json_atomic
+from detectors.scoring import ImageScore, score_batch
+from generator.checkpoint import ModelInfo
+from generator.networks import Generator
+from projector.perceptual import PerceptualDistance
+from projector.project import ProjectorConfig
+
+RESULTS = "results.jsonl"
+RUN = "run.json"
+ASSETS = "assets"
+
+
+@dataclass
+class Dist:
+    rank: int = 0
+    world: int = 1
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def init_distributed() -> Dist:
+    """torchrun's rank and world size; a gloo group is used only to wait for the other processes."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return Dist()
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        dist.init_process_group(backend="gloo")
+    return Dist(dist.get_rank(), dist.get_world_size())
+
+
+def barrier(d: Dist) -> None:
+    if d.world > 1:
+        import torch.distributed as dist
+
+        dist.barrier()
+
+
+@dataclass
+class DetectSettings:
+    config: ProjectorConfig  # the W projection's settings (W+ too with wplus)
+    seed: int = 0
+    batch_size: int = 8
+    align: bool = False
+    wplus: bool = False
+
+    def key(self, model_sha256: str, perceptual: str, calibration_id: str | None) -> str:
+        """Everything that changes a row: resume reuses rows only when this matches."""
+        parts = [model_sha256, perceptual, self.config.fingerprint(), str(self.seed), str(self.align),
+                 str(self.wplus), calibration_id or "uncalibrated"]
+        return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
+
+
+@dataclass
+class Prepared:
+    """An image ready for projection."""
+
+    path: Path
+    image: RGBImage
+    pixels: np.ndarray  # uint8 [R, R, 3]: what is projected
+    alignment: dict | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+def versions() -> dict:
+    from sgproject import __version__
+
+    return {"sgproject": __version__, "torch": torch.__version__, "python": sys.version.split()[0],
+            "platform": platform.platform()}
+
+
+def file_sha256(path: Path) -> str | None:
+    try:
+        h = hashlib.sha256()
+        with open(path, "rb") as f:
+            while block := f.read(1 << 20):
+                h.update(block)
+        return h.hexdigest()
+    except OSError:
+        return None
+
+
+class Detector:
+    """Holds what a run needs; `run()` judges a list of files."""
+
+    def __init__(
+        self,
+        G: Generator,
+        model: ModelInfo,
+        perceptual: PerceptualDistance,
+        settings: DetectSettings,
+        *,
+        calibration=None,  # detectors.calibration.Calibration or None (scores only)
+        device: torch.device | str = "cpu",
+    ):
+        self.G, self.model, self.perceptual, self.settings = G, model, perceptual, settings
+        self.calibration, self.device = calibration, torch.device(device)
+        cal_id = None
+        if calibration is not None:
+            cal_id = hashlib.sha256(json.dumps(calibration.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
+        self.calibration_id = cal_id
+        self.settings_key = settings.key(model.sha256, perceptual.identity, cal_id)
+
+    # ------------------------------------------------------------------------------------------------ inputs
+
+    def prepare(self, path: Path) -> Prepared:
+        """Read, orient, convert and crop (or align) one image; ImageLoadError when it cannot be judged."""
+        img = read_rgb(path)
+        res = self.G.img_resolution
+        if self.settings.align:
+            from detectors.align import align_face
+
+            a = align_face(img.pixels, res)
+            notes = list(img.notes) + ([a.warning] if a.warning else [])
+            return Prepared(path, img, a.image, a.to_json(), notes)
+        notes = list(img.notes)
+        h, w = img.pixels.shape[:2]
+        if (h, w) != (res, res):
+            notes.append(f"centre-cropped and resized {w}x{h} -> {res}x{res}")
+        return Prepared(path, img, fit_to_resolution(img.pixels, res), None, notes)
+
+    # ------------------------------------------------------------------------------------------------- rows
+
+    def error_row(self, path: Path, reason: str, d: Dist) -> dict:
+        size = path.stat().st_size if path.exists() and path.is_file() else None
+        return make_row(path=str(path), sha256=file_sha256(path) if size is not None else None, size=size,
+                        status="error", error=reason, settings_key=self.settings_key, rank=d.rank)
+
+    def ok_row(self, p: Prepared, s: ImageScore, report_dir: Path, d: Dist) -> dict:
+        stem = p.image.sha256[:16]
+        assets = report_dir / ASSETS
+        from projector.outputs import to_uint8
+
+        rel = {}
+        for kind, pixels in (("target", p.pixels), ("reconstruction", to_uint8(s.projection.image)),
+                             ("heatmap", s.heatmap)):
+            name = f"{stem}-{kind}.png"
+            save_png(pixels, assets / name)
+            rel[kind] = f"{ASSETS}/{name}"
+        probability = verdict = None
+        if self.calibration is not None:
+            probability = float(self.calibration.probability(s.features))
+            verdict = self.calibration.verdict(probability)
+        w, h = p.image.original_size
+        return make_row(
+            path=str(p.path), sha256=p.image.sha256, size=p.path.stat().st_size, width=w, height=h,
+            format=p.image.format, status="ok", verdict=verdict, probability=probability,
+            features={k: _finite(v) for k, v in s.features.items()}, steps=s.projection.steps,
+            seconds=round(s.projection.seconds, 3), notes=p.notes, alignment=p.alignment,
+            settings_key=self.settings_key, rank=d.rank, **rel,
+        )
+
+    # -------------------------------------------------------------------------------------------------- run
+
+    def run(
+        self,
+        inputs: Iterable[str | Path],
+        report_dir: str | Path,
+        *,
+        resume: bool = False,
+        formats: Iterable[str] = ("html", "json", "csv"),
+        command: str | None = None,
+        on_result: Callable[[dict], None] | None = None,  # each finished row (this process)
+        on_total: Callable[[int], None] | None = None,  # number of files this process will look at
+        on_step: Callable[[int, int, int], None] | None = None,  # projection progress of the current batch
+    ) -> "RunResult":
+        d = init_distributed()
+        report_dir = Path(report_dir)
+        report_dir.mkdir(parents=True, exist_ok=True)
+        started = time.time()
+        files, skipped = find_images([Path(p) for p in inputs])
+        mine = files[d.rank :: d.world]
+        mine_skipped = skipped[d.rank :: d.world]
+        results_path = report_dir / (RESULTS if d.world == 1 else f"results.rank{d.rank}.jsonl")
+
+        done: dict[str, dict] = {}
+        if resume:
+            for f in [report_dir / RESULTS, *sorted(report_dir.glob("results.rank*.jsonl"))]:
+                for row in read_results(f):
+                    if row["settings_key"] == self.settings_key and row["sha256"]:
+                        done.setdefault(row["sha256"], row)
+        elif d.main:
+            for f in [report_dir / RESULTS, *report_dir.glob("results.rank*.jsonl")]:
+                f.unlink(missing_ok=True)
+        barrier(d)
+
+        run_info = self.run_info(command, started, d, partial=True)
+        if d.main:
+            write_json_atomic(report_dir / RUN, run_info)
+        if on_total:
+            on_total(len(mine) + len(mine_skipped))
+
+        rows: list[dict] = []
+        interrupted = False
+        try:
+            with ResultsWriter(results_path) as writer:
+                def emit(row: dict) -> None:
+                    writer.write(row)
+                    rows.append(row)
+                    if on_result:
+                        on_result(row)
+
+                for path, reason in mine_skipped:
+                    emit(self.error_row(Path(path), reason, d))
+                for batch in self._batches(mine, done, emit, d):
+                    targets = to_tensor([p.pixels for p in batch])
+                    scores = score_batch(
+                        self.G, targets, config=self.settings.config, perceptual=self.perceptual,
+                        seed=self.settings.seed, device=self.device, wplus=self.settings.wplus, callback=on_step,
+                    )
+                    for p, s in zip(batch, scores):
+                        row = self.ok_row(p, s, report_dir, d)
+                        done[p.image.sha256] = row
+                        emit(row)
+        except KeyboardInterrupt:
+            interrupted = True
+        return self._finish(report_dir, rows, started, d, command, formats, interrupted)
+
+    def _batches(self, files: list[Path], done: dict[str, dict], emit, d: Dist) -> Iterator[list[Prepared]]:
+        """Prepared images in batches; errors and already-judged content are emitted on the way."""
+        batch: list[Prepared] = []
+        pending: set[str] = set()
+        for path in files:
+            try:
+                p = self.prepare(path)
+            except ImageLoadError as e:
+                emit(self.error_row(path, str(e), d))
+                continue
+            sha = p.image.sha256
+            if sha in done:
+                prev = done[sha]
+                if prev["path"] != str(path):  # same content under another name: reuse the judgement
+                    emit({**prev, "path": str(path), "rank": d.rank, "time": now_iso(),
+                          "notes": list(prev.get("notes") or []) + [f"same content as {prev['path']}"]})
+                continue
+            if sha in pending:  # a duplicate inside the current batch: judged once, its row copied after
+                batch.append(p)
+                continue
+            pending.add(sha)
+            batch.append(p)
+            if len(pending) >= self.settings.batch_size:
+                yield from self._dedupe(batch, done, emit)
+                batch, pending = [], set()
+        if batch:
+            yield from self._dedupe(batch, done, emit)
+
+    def _dedupe(self, batch: list[Prepared], done: dict, emit) -> Iterator[list[Prepared]]:
+        """Project each content once; rows for duplicates are copied after the batch is judged."""
+        unique, dupes, seen = [], [], set()
+        for p in batch:
+            (dupes if p.image.sha256 in seen else unique).append(p)
+            seen.add(p.image.sha256)
+        yield unique
+        for p in dupes:
+            prev = done[p.image.sha256]
+            emit({**prev, "path": str(p.path), "time": now_iso(), "notes": p.notes + [f"same content as {prev['path']}"]})
+
+    # ----------------------------------------------------------------------------------------------- finish
+
+    def run_info(self, command: str | None, started: float, d: Dist, *, partial: bool) -> dict:
+        cal = None
+        if self.calibration is not None:
+            c = self.calibration
+            cal = {"path": getattr(c, "source_path", None), "kind": c.kind, "t_generated": c.t_generated,
+                   "t_real": c.t_real, "threshold": c.threshold, "features": c.features,
+                   **{k: c.metrics.get(k) for k in ("auc", "tpr_at_1fpr", "tpr_at_5fpr")},
+                   "n_generated": c.n_generated, "n_real": c.n_real, "id": self.calibration_id}
+        return {
+            "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
+            "finished": None if partial else now_iso(), "duration_s": round(time.time() - started, 1),
+            "partial": partial, "command": command,
+            "model": {"name": self.model.name, "sha256": self.model.sha256, "resolution": self.G.img_resolution,
+                      "path": str(self.model.path) if self.model.path else None},
+            "perceptual": self.perceptual.identity, "projector": self.settings.config.to_dict(),
+            "projector_fingerprint": self.settings.config.fingerprint(), "seed": self.settings.seed,
+            "align": self.settings.align, "wplus": self.settings.wplus, "calibration": cal,
+            "settings_key": self.settings_key, "device": str(self.device), "world_size": d.world,
+            "versions": versions(),
+        }
+
+    def _finish(self, report_dir, rows, started, d, command, formats, interrupted) -> "RunResult":
+        if d.world > 1 and not interrupted:
+            barrier(d)
+        all_rows = rows
+        if d.main:
+            if d.world > 1:
+                all_rows = _merge_rank_files(report_dir)
+            else:
+                all_rows = read_results(report_dir / RESULTS)
+            run_info = self.run_info(command, started, d, partial=interrupted)
+            write_json_atomic(report_dir / RUN, run_info)
+            reports = _write_reports(report_dir, all_rows, run_info, formats, interrupted)
+        else:
+            reports = {}
+        return RunResult(rows=rows, all_rows=all_rows, reports=reports, interrupted=interrupted,
+                         report_dir=report_dir, rank=d.rank)
+
+
+def _merge_rank_files(report_dir: Path) -> list[dict]:
+    """Rank 0: fold every results.rank*.jsonl into results.jsonl (atomic), one row per path, latest wins."""
+    merged: dict[str, dict] = {}
+    for f in [report_dir / RESULTS, *sorted(report_dir.glob("results.rank*.jsonl"))]:
+        for row in read_results(f):
+            merged[row["path"]] = row
+    rows = sorted(merged.values(), key=lambda r: r["path"])
+    tmp = report_dir / f".{RESULTS}.tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        for row in rows:
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+    os.replace(tmp, report_dir / RESULTS)
+    for f in report_dir.glob("results.rank*.jsonl"):
+        f.unlink()
+    return rows
+
+
+def _write_reports(report_dir: Path, rows: list[dict], run_info: dict, formats, partial: bool) -> dict:
+    from detectors.report import write_reports
+
+    return {k: str(v) for k, v in write_reports(report_dir, rows, run_info, formats=tuple(formats), partial=partial).items()}
+
+
+def _finite(v: float) -> float | None:
+    """JSON has no inf/NaN: a perfect reconstruction's PSNR (inf) is stored as a large number."""
+    if v is None:
+        return None
+    if np.isnan(v):
+        return None
+    return float(np.clip(v, -1e6, 1e6))
+
+
+@dataclass
+class RunResult:
+    rows: list[dict]  # this process's rows
+    all_rows: list[dict]  # every row of the run (rank 0), including resumed ones
+    reports: dict[str, str]
+    interrupted: bool
+    report_dir: Path
+    rank: int
+
+    def counts(self) -> dict[str, int]:
+        c = {"total": len(self.all_rows), "error": 0, "generated": 0, "real": 0, "uncertain": 0, "unscored": 0}
+        for r in self.all_rows:
+            if r["status"] == "error":
+                c["error"] += 1
+            else:
+                c[r["verdict"] or "unscored"] += 1
+        return c
+
+    def exit_code(self) -> int:
+        """Virus-scanner convention: 1 when anything was flagged generated, else 2 when any file could not be
+        judged, else 0. (A flagged image is the more important news, so 1 wins over 2.)"""
+        c = self.counts()
+        if c["generated"]:
+            return 1
+        if c["error"]:
+            return 2
+        return 0

@@ -1,0 +1,91 @@
+"""Forensic features of an image, from its projection into the generator.
+
+The paper's score is the LPIPS distance between an image and its W-space projection: the generator reproduces its
+own outputs almost exactly and cannot reproduce real photographs. Beside it:
+
+- `psnr`: pixel fidelity of the reconstruction (dB);
+- `w_typicality`: distance of the projected w from the mapping's average, in units of its RMS spread (~1 for
+  the model's own images; real images often push w to atypical places);
+- `noise_gaussianity`: how far the optimised noise maps drifted from white Gaussian noise;
+- `lpips_wplus` (optional): the distance of a W+ projection. W+ fits almost anything, so it is evidence only beside
+  the W distance (their gap is the telling part).
+
+A spatial LPIPS map shows *where* the reconstruction fails: evidence for partly generated or edited images.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Callable
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from generator.networks import Generator
+from projector.perceptual import PerceptualDistance
+from projector.project import Projection, ProjectorConfig, project, w_statistics
+
+FEATURES = ("lpips", "psnr", "w_typicality", "noise_gaussianity")
+HEAT_VMAX = 0.5  # LPIPS map value shown at full heat (fixed, so maps are comparable across images)
+
+
+@dataclass
+class ImageScore:
+    features: dict[str, float]  # FEATURES (+ lpips_wplus when asked for)
+    projection: Projection  # the W projection (reconstruction, w, noise, trace)
+    heatmap: np.ndarray  # uint8 [R, R, 3] RGB: where the reconstruction differs perceptually
+    heat_mean: float  # mean of the spatial LPIPS map
+
+
+def w_typicality(w: torch.Tensor, w_avg: torch.Tensor, w_std: float) -> float:
+    """||w - w_avg|| / w_std for the first w of a projection ([num_ws, w_dim] or [w_dim])."""
+    w0 = w[0] if w.ndim == 2 else w
+    return float((w0.float().cpu() - w_avg.float().cpu()).norm() / max(w_std, 1e-8))
+
+
+def heatmap_rgb(spatial: torch.Tensor, size: int, vmax: float = HEAT_VMAX) -> np.ndarray:
+    """[1, h, w] LPIPS map -> uint8 [size, size, 3] RGB with the inferno colour map, 0..vmax."""
+    m = F.interpolate(spatial[None].float(), size=(size, size), mode="bilinear", align_corners=False)[0, 0]
+    u8 = (m / vmax).clamp(0, 1).mul(255).round().to(torch.uint8).cpu().numpy()
+    return cv2.cvtColor(cv2.applyColorMap(u8, cv2.COLORMAP_INFERNO), cv2.COLOR_BGR2RGB)
+
+
+def score_batch(
+    G: Generator,
+    targets: torch.Tensor,  # [N, C, R, R] in [-1, 1]
+    *,
+    config: ProjectorConfig,
+    perceptual: PerceptualDistance,
+    seed: int = 0,
+    device: torch.device | str = "cpu",
+    wplus: bool = False,  # also project into W+ and record its distance
+    callback: Callable[[int, int, int], None] | None = None,
+) -> list[ImageScore]:
+    """Project a batch into W (and W+ when asked) and compute every feature and the heat maps."""
+    cfg_w = dataclasses.replace(config, space="w")
+    projections = project(G, targets, config=cfg_w, seed=seed, device=device, perceptual=perceptual,
+                          callback=callback)
+    w_avg, w_std = w_statistics(G, cfg_w.w_avg_samples)
+    wplus_dist = None
+    if wplus:
+        cfg_p = dataclasses.replace(config, space="w+")
+        wplus_dist = [p.lpips for p in project(G, targets, config=cfg_p, seed=seed, device=device,
+                                               perceptual=perceptual, callback=callback)]
+    with torch.no_grad():
+        recon = torch.stack([p.image for p in projections]).to(device)
+        spatial = perceptual.spatial_map(recon, targets.to(device)).cpu()  # [N, 1, h, w]
+    out = []
+    for i, p in enumerate(projections):
+        feats = {
+            "lpips": p.lpips,
+            "psnr": p.psnr,
+            "w_typicality": w_typicality(p.w, w_avg, w_std),
+            "noise_gaussianity": p.noise_gaussianity,
+        }
+        if wplus_dist is not None:
+            feats["lpips_wplus"] = wplus_dist[i]
+        out.append(ImageScore(feats, p, heatmap_rgb(spatial[i], G.img_resolution), float(spatial[i].mean())))
+    return out

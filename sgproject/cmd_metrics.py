@@ -1,0 +1,147 @@
+"""`sgproject metrics`: FID and PPL of a generator (the library is generator/metrics.py)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.table import Table
+
+from sgproject.app import app, err, fail, handle_errors, out, pick_device
+from sgproject.cmd_generate import MODEL_HELP, progress_bar
+
+METRICS = ("fid", "ppl")
+
+
+def parse_metrics(text: str) -> list[str]:
+    """'fid,ppl' -> ['fid', 'ppl'] (order kept, duplicates dropped); exits 2 on an unknown name."""
+    names = [m.strip().lower() for m in text.split(",") if m.strip()]
+    if not names:
+        fail(f"--metrics is empty: give one or more of {', '.join(METRICS)}")
+    unknown = [m for m in names if m not in METRICS]
+    if unknown:
+        fail(f"unknown metric {unknown[0]!r} in --metrics (choose from {', '.join(METRICS)})")
+    return list(dict.fromkeys(names))
+
+
+@app.command(rich_help_panel="Generator")
+@handle_errors
+def metrics(
+    model: Optional[str] = typer.Option(None, "--model", "-m", help=MODEL_HELP + " Default: portraits-64."),
+    data: Optional[str] = typer.Option(
+        None, "--data", "-d", help="Real images for FID: a folder, or portraits:N[:SEED]. Not needed for PPL alone."
+    ),
+    metric_names: str = typer.Option("fid,ppl", "--metrics", help="Comma-separated: fid, ppl."),
+    n_gen: int = typer.Option(10_000, "--n-gen", min=2, help="Generated images for FID (papers: 50000)."),
+    n_real: Optional[int] = typer.Option(None, "--n-real", min=2, help="Use the first N real images (default: all)."),
+    n_ppl: int = typer.Option(2_000, "--n-ppl", min=1, help="Path samples for PPL (papers: 50000; 10000 is common)."),
+    crop: bool = typer.Option(
+        False, "--crop/--no-crop", help="PPL on the face region only, as the StyleGAN2 paper does for FFHQ."
+    ),
+    sampling: str = typer.Option("end", "--sampling", help="PPL paths: end (t=0, StyleGAN2's) or full (t~U(0,1))."),
+    trunc: float = typer.Option(1.0, "--trunc", help="Truncation psi for both metrics (1: none, as the papers)."),
+    seed: int = typer.Option(0, "--seed", min=0, help="Seed of the sampled latents."),
+    feature_net: str = typer.Option(
+        "inception", "--feature-net",
+        help="FID features: inception (torchvision Inception-v3; needs its weights) or random (a smoke test, not FID).",
+    ),
+    inception_weights: Optional[Path] = typer.Option(
+        None, "--inception-weights", help="inception_v3_google-0cc3c7bd.pth (default: $SGPROJECT_INCEPTION, then "
+        "torchvision's cache, then a download).",
+    ),
+    vgg_weights: Optional[Path] = typer.Option(
+        None, "--vgg-weights", help="VGG16 weights for PPL's LPIPS (default: $SGPROJECT_VGG16, cache, download)."
+    ),
+    batch_size: int = typer.Option(32, "--batch-size", min=1, help="Images per forward pass."),
+    device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda, cuda:N (default: cuda if available)."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of a table."),
+) -> None:
+    """Measure a generator: FID against real images and perceptual path length (PPL) in W.
+
+    FID uses torchvision's Inception-v3, not the TF-Inception of the official FID code.
+
+    So FIDs from here are comparable with each other, not with published ones; every result names its network.
+
+    Examples:
+
+      sgproject metrics --model portraits-64 --data portraits:10000 --metrics fid
+
+      sgproject metrics --model ffhq.pkl --metrics ppl --crop --n-ppl 10000
+
+      sgproject metrics --model tiny --data imgs/ --feature-net random --n-gen 256 --json
+    """
+    from generator import load_generator
+    from generator.datasets import open_dataset
+    from generator.metrics import FEATURE_NETS, PPL_SAMPLING, compute_fid, compute_ppl, load_feature_network
+
+    names = parse_metrics(metric_names)
+    if feature_net not in FEATURE_NETS:
+        fail(f"--feature-net must be one of {', '.join(FEATURE_NETS)}, got {feature_net!r}")
+    if sampling not in PPL_SAMPLING:
+        fail(f"--sampling must be one of {', '.join(PPL_SAMPLING)}, got {sampling!r}")
+    if "fid" in names and data is None:
+        fail("FID needs real images: give --data FOLDER (or portraits:N), or use --metrics ppl")
+    dev = pick_device(device)
+    G, info = load_generator(model, dev)
+    err.print(f"model [bold]{info.name}[/] ({G.img_resolution}px, sha256 {info.sha256[:12]}) on {dev}", highlight=False)
+
+    # Networks first: a missing weights file fails before any data are decoded or images rendered.
+    net = lpips = None
+    if "fid" in names:
+        net = load_feature_network(feature_net, inception_weights=inception_weights, device=dev)
+        if feature_net == "random":
+            err.print(f"[yellow]warning:[/] FID with a RANDOM feature network ({net.identity}): a smoke test, "
+                      "comparable only with runs made the same way, never with published FIDs", highlight=False)
+    if "ppl" in names:
+        from projector.perceptual import load_perceptual
+
+        lpips = load_perceptual(vgg_weights, dev, warn=lambda m: err.print(f"[yellow]warning:[/] {m}", highlight=False))
+
+    results: dict[str, dict] = {}
+    with progress_bar() as bar:
+        tasks: dict[str, int] = {}
+
+        def on_progress(stage: str, done: int, total: int) -> None:
+            if stage not in tasks:
+                tasks[stage] = bar.add_task(stage, total=total)
+            bar.update(tasks[stage], completed=done, total=total)
+
+        if net is not None:
+            dataset = open_dataset(data, G.img_resolution, progress=lambda d, t: on_progress("decoding data", d, t))
+            if dataset.skipped:
+                err.print(f"[yellow]skipped {len(dataset.skipped)} unreadable files in {data}[/]", highlight=False)
+            results["fid"] = compute_fid(
+                G, dataset, n_gen=n_gen, n_real=n_real, batch=batch_size, device=dev, feature_net=net,
+                truncation_psi=trunc, seed=seed, progress=on_progress,
+            )
+            results["fid"]["data"] = dataset.source
+        if lpips is not None:
+            results["ppl"] = compute_ppl(
+                G, n=n_ppl, crop=crop, sampling=sampling, truncation_psi=trunc, batch=batch_size, device=dev,
+                perceptual=lpips, seed=seed, progress=on_progress,
+            )
+
+    record = {"model": info.name, "model_sha256": info.sha256, "resolution": G.img_resolution, "metrics": results}
+    if as_json:
+        out.print_json(json.dumps(record), highlight=False)  # machine-readable: never colour codes
+        return
+    table = Table(title=f"{info.name} ({G.img_resolution}px)")
+    for col in ("metric", "value", "samples"):
+        table.add_column(col)
+    table.add_column("network", no_wrap=True)
+    notes = []
+    if "fid" in results:
+        r = results["fid"]
+        table.add_row("FID", f"{r['fid']:.3f}", f"{r['n_real']} real, {r['n_gen']} gen", r["feature_net"])
+        notes.append(f"FID: data {r['data']}, psi {r['truncation_psi']}, noise {r['noise_mode']}, seed {r['seed']}")
+    if "ppl" in results:
+        r = results["ppl"]
+        table.add_row("PPL", f"{r['ppl']:.2f}", str(r["n"]), r["perceptual"])
+        crop_note = "face crop" if r["crop"] else "no crop"
+        notes.append(f"PPL: W, {r['sampling']} sampling, eps {r['epsilon']:g}, {crop_note}, "
+                     f"psi {r['truncation_psi']}, seed {r['seed']}")
+    out.print(table)
+    for note in notes:
+        out.print(note, highlight=False)

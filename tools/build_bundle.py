@@ -1,0 +1,112 @@
+"""Release pipeline of the bundled `portraits-64` model: snapshot -> package weights, model card, samples, grid.
+
+    python tools/build_bundle.py RUN_DIR [--network network-latest.safetensors] [--samples-only]
+
+1. copies RUN_DIR/NETWORK to generator/weights/portraits-64.safetensors, with the model card in its header and in
+   generator/weights/portraits-64.json (config, data recipe, kimg, wall time, hardware);
+2. writes docs/portraits64_grid.png (seeds 0-15) and docs/portraits64_training.png? (no: the grid only);
+3. regenerates samples/: face.png (a generated portrait), generated-*.png (fresh seeds), real-*.png (held-out
+   procedural portraits of set 1, which training never saw: it used set 0) and labels.csv.
+
+Calibration and accuracy figures are separate steps (`sgproject calibrate`, bench/detect.py): they take long.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import platform
+import sys
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from generator.checkpoint import WEIGHTS_DIR, load_safetensors_generator, read_header, save_generator  # noqa: E402
+from generator.portraits import render_portrait  # noqa: E402
+from generator.render import generate_images, make_grid, save_image  # noqa: E402
+
+NAME = "portraits-64"
+GENERATED_SEEDS = [7, 21, 42, 99]  # samples/generated-*.png (face.png is seed 3)
+FACE_SEED = 3
+REAL_SET, REAL_INDICES = 1, [0, 1, 2, 3]  # held-out procedural portraits: set 1 (training used set 0)
+
+
+def cpu_name() -> str:
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def build_weights(run_dir: Path, network: str) -> Path:
+    src = run_dir / network
+    G, info = load_safetensors_generator(src)
+    header = read_header(src)
+    train_info = header.get("info", {})
+    stats = [json.loads(line) for line in open(run_dir / "stats.jsonl") if line.strip()]
+    devices = sorted({s.get("device") for s in stats if s.get("event") == "start"})
+    card = {
+        "name": NAME,
+        "description": "StyleGAN2 trained by sgproject on procedural portraits (generator/portraits.py), 64 px",
+        "config": G.cfg.to_dict(),
+        "data": {"recipe": "sgproject make-dataset portraits --n 50000 --res 64 --seed 0 (rendered on the fly: "
+                           "portraits:50000:0)", "held_out": "set 1 (seed 1) is never used for training"},
+        "training": {k: train_info.get(k) for k in ("kimg", "step", "train_seconds", "preset", "batch", "r1_gamma",
+                                                    "seed")},
+        "hardware": {"devices": devices, "cpu": cpu_name(), "torch": torch.__version__},
+        "source_snapshot": network,
+        "parameters": sum(p.numel() for p in G.parameters()),
+    }
+    out = save_generator(G, WEIGHTS_DIR / f"{NAME}.safetensors", info=card)
+    print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB), kimg {card['training']['kimg']}")
+    return out
+
+
+def build_grid_and_samples() -> None:
+    G, info = load_safetensors_generator(WEIGHTS_DIR / f"{NAME}.safetensors")
+    imgs = [a for _, a in generate_images(G, list(range(16)), noise_mode="const")]
+    save_image(make_grid(imgs, cols=4), ROOT / "docs" / "portraits64_grid.png")
+    samples = ROOT / "samples"
+    samples.mkdir(exist_ok=True)
+    for old in samples.glob("*.png"):
+        old.unlink()
+    rows = []
+    # Generated images carry random noise, as a generator's output in the wild does (seeded per image).
+    for seed, arr in generate_images(G, [FACE_SEED] + GENERATED_SEEDS, noise_mode="random"):
+        name = "face.png" if seed == FACE_SEED else f"generated-{seed}.png"
+        save_image(arr, samples / name)
+        rows.append({"file": name, "label": "generated", "source": f"{NAME} seed {seed}, noise random(seed)"})
+    for i in REAL_INDICES:
+        rgb, _ = render_portrait(REAL_SET, i, G.img_resolution)
+        name = f"real-{i}.png"
+        save_image(rgb, samples / name)
+        rows.append({"file": name, "label": "real", "source": f"procedural portrait set {REAL_SET} index {i}"})
+    with open(samples / "labels.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=["file", "label", "source"])
+        w.writeheader()
+        w.writerows(rows)
+    print(f"wrote {len(rows)} samples and labels.csv; grid docs/portraits64_grid.png ({info.sha256[:12]})")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("run_dir", type=Path, nargs="?")
+    ap.add_argument("--network", default="network-latest.safetensors")
+    ap.add_argument("--samples-only", action="store_true", help="Keep the packaged weights; redo grid and samples.")
+    args = ap.parse_args()
+    if not args.samples_only:
+        if args.run_dir is None:
+            ap.error("RUN_DIR is needed unless --samples-only")
+        build_weights(args.run_dir, args.network)
+    build_grid_and_samples()
+
+
+if __name__ == "__main__":
+    main()
