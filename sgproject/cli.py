@@ -9,6 +9,7 @@ from sgproject import cmd_invert  # noqa: F401,E402
 from sgproject import cmd_detect  # noqa: F401,E402
 from sgproject import cmd_dataset  # noqa: F401,E402
 from sgproject import cmd_align  # noqa: F401,E402
+from sgproject import cmd_convert  # noqa: F401,E402
 from sgproject import cmd_metrics  # noqa: F401,E402
 
 
