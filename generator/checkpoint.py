@@ -54,6 +54,9 @@ def save_generator(G: Generator, path: str | Path, *, info: dict | None = None, 
     os.close(fd)
     try:
         save_file(tensors, tmp, metadata={"sgproject": json.dumps(header)})
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600 files; a model must be readable like any other file
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

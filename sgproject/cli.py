@@ -11,6 +11,7 @@ from sgproject import cmd_dataset  # noqa: F401,E402
 from sgproject import cmd_align  # noqa: F401,E402
 from sgproject import cmd_convert  # noqa: F401,E402
 from sgproject import cmd_metrics  # noqa: F401,E402
+from sgproject import cmd_report  # noqa: F401,E402
 
 
 def main() -> None:
