@@ -26,6 +26,7 @@ from typing import Callable, Iterable, Iterator
 import numpy as np
 import torch
 
+from detectors.degrade import Degradation, degradation_of
 from detectors.images import ImageLoadError, RGBImage, find_images, fit_to_resolution, read_rgb, save_png, to_tensor
 from detectors.results import ResultsWriter, make_row, now_iso, read_results, write_json_atomic
 from detectors.scoring import ImageScore, score_batch
@@ -92,6 +93,7 @@ class Prepared:
     pixels: np.ndarray  # uint8 [R, R, 3]: what is projected
     alignment: dict | None = None
     notes: list[str] = field(default_factory=list)
+    degradation: Degradation | None = None  # the target's path, re-applied to the reconstruction
 
 
 def versions() -> dict:
@@ -144,12 +146,15 @@ class Detector:
 
             a = align_face(img.pixels, res)
             notes = list(img.notes) + ([a.warning] if a.warning else [])
-            return Prepared(path, img, a.image, a.to_json(), notes)
+            return Prepared(path, img, a.image, a.to_json(), notes, degradation_of(img, res, aligned=True))
         notes = list(img.notes)
         h, w = img.pixels.shape[:2]
         if (h, w) != (res, res):
             notes.append(f"centre-cropped and resized {w}x{h} -> {res}x{res}")
-        return Prepared(path, img, fit_to_resolution(img.pixels, res), None, notes)
+        deg = degradation_of(img, res)
+        if deg is not None and not deg.is_identity:
+            notes.append(f"compared after re-applying the source's path: {deg.describe()}")
+        return Prepared(path, img, fit_to_resolution(img.pixels, res), None, notes, deg)
 
     # ------------------------------------------------------------------------------------------------- rows
 
@@ -238,7 +243,8 @@ class Detector:
                     targets = to_tensor([p.pixels for p in batch])
                     scores = score_batch(
                         self.G, targets, config=self.settings.config, perceptual=self.perceptual,
-                        seed=self.settings.seed, device=self.device, wplus=self.settings.wplus, callback=on_step,
+                        seed=self.settings.seed, device=self.device, wplus=self.settings.wplus,
+                        degradations=[p.degradation for p in batch], callback=on_step,
                     )
                     for p, s in zip(batch, scores):
                         row = self.ok_row(p, s, report_dir, d)

@@ -74,6 +74,8 @@ class RGBImage:
     original_mode: str  # Pillow mode before conversion: "RGB", "I;16", "CMYK", "P", "RGBA", ...
     notes: list[str] = field(default_factory=list)  # conversions a user may want to know about
     sha256: str = ""  # hex digest of the file's bytes, exactly the bytes that were decoded
+    jpeg: dict | None = None  # JPEG files: {"qtables": {id: [64 ints]}, "subsampling": 0|1|2} (re-encoding the
+    #                           reconstruction with them lets a detector compare like with like)
 
 
 # --------------------------------------------------------------------------------------------------- sniffing
@@ -366,6 +368,7 @@ def read_rgb(path: str | Path) -> RGBImage:
             notes = _first_frame(im, data, fmt)
             original_mode = im.mode  # frame 0's (later GIF frames may differ)
             _decode(im, data, fmt)
+            jpeg = _jpeg_settings(im) if fmt == "jpeg" else None
             oriented, orientation_notes = _apply_orientation(im)
             pixels, mode_notes = _to_rgb(oriented)
     if fmt == "png" and _png_16bit_rgb(data):
@@ -380,7 +383,22 @@ def read_rgb(path: str | Path) -> RGBImage:
         original_mode=original_mode,
         notes=notes,
         sha256=hashlib.sha256(data).hexdigest(),
+        jpeg=jpeg,
     )
+
+
+def _jpeg_settings(im: Image.Image) -> dict | None:
+    """The quantisation tables and chroma subsampling of a decoded JPEG, or None when Pillow does not expose them."""
+    from PIL import JpegImagePlugin
+
+    try:
+        tables = {int(k): [int(v) for v in t] for k, t in (getattr(im, "quantization", None) or {}).items()}
+        sampling = JpegImagePlugin.get_sampling(im)
+    except Exception:
+        return None
+    if not tables or sampling < 0:
+        return None
+    return {"qtables": tables, "subsampling": int(sampling)}
 
 
 # --------------------------------------------------------------------------------------------------- geometry

@@ -10,6 +10,10 @@ own outputs almost exactly and cannot reproduce real photographs. Beside it:
 - `lpips_wplus` (optional): the distance of a W+ projection. W+ fits almost anything, so it is evidence only beside
   the W distance (their gap is the telling part).
 
+`lpips` and `psnr` compare the target with the reconstruction *after* the reconstruction went through the target's
+own degradation (JPEG tables, resize; see detectors/degrade.py), so that re-saved generated images are still caught;
+`lpips_raw` and `psnr_raw` are the projection's own distances.
+
 A spatial LPIPS map shows *where* the reconstruction fails: evidence for partly generated or edited images.
 """
 
@@ -17,16 +21,18 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Sequence
 
 import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from detectors.degrade import Degradation
 from generator.networks import Generator
+from projector.outputs import to_uint8
 from projector.perceptual import PerceptualDistance
-from projector.project import Projection, ProjectorConfig, project, w_statistics
+from projector.project import Projection, ProjectorConfig, mse_psnr, project, w_statistics
 
 FEATURES = ("lpips", "psnr", "w_typicality", "noise_gaussianity")
 HEAT_VMAX = 0.5  # LPIPS map value shown at full heat (fixed, so maps are comparable across images)
@@ -38,6 +44,7 @@ class ImageScore:
     projection: Projection  # the W projection (reconstruction, w, noise, trace)
     heatmap: np.ndarray  # uint8 [R, R, 3] RGB: where the reconstruction differs perceptually
     heat_mean: float  # mean of the spatial LPIPS map
+    matched: np.ndarray  # uint8 [R, R, 3]: the reconstruction after the target's degradation (what was compared)
 
 
 def w_typicality(w: torch.Tensor, w_avg: torch.Tensor, w_std: float) -> float:
@@ -62,6 +69,7 @@ def score_batch(
     seed: int = 0,
     device: torch.device | str = "cpu",
     wplus: bool = False,  # also project into W+ and record its distance
+    degradations: Sequence[Degradation | None] | None = None,  # per image; None: compare as is
     callback: Callable[[int, int, int], None] | None = None,
 ) -> list[ImageScore]:
     """Project a batch into W (and W+ when asked) and compute every feature and the heat maps."""
@@ -74,18 +82,29 @@ def score_batch(
         cfg_p = dataclasses.replace(config, space="w+")
         wplus_dist = [p.lpips for p in project(G, targets, config=cfg_p, seed=seed, device=device,
                                                perceptual=perceptual, callback=callback)]
+    degradations = list(degradations) if degradations is not None else [None] * len(projections)
+    matched = []
+    for p, deg in zip(projections, degradations):
+        u8 = to_uint8(p.image)
+        matched.append(deg.apply(u8) if deg is not None else u8)
     with torch.no_grad():
-        recon = torch.stack([p.image for p in projections]).to(device)
-        spatial = perceptual.spatial_map(recon, targets.to(device)).cpu()  # [N, 1, h, w]
+        recon = torch.from_numpy(np.stack(matched)).permute(0, 3, 1, 2).float().div(127.5).sub(1).to(device)
+        tgt = targets.to(device, torch.float32)
+        spatial = perceptual.spatial_map(recon, tgt).cpu()  # [N, 1, h, w]
+        dist = perceptual.distance_to(recon, perceptual.features(tgt)).cpu()
+        _, psnr = mse_psnr(recon.cpu(), tgt.cpu())
     out = []
     for i, p in enumerate(projections):
         feats = {
-            "lpips": p.lpips,
-            "psnr": p.psnr,
+            "lpips": float(dist[i]),
+            "psnr": float(psnr[i]),
             "w_typicality": w_typicality(p.w, w_avg, w_std),
             "noise_gaussianity": p.noise_gaussianity,
+            "lpips_raw": p.lpips,
+            "psnr_raw": p.psnr,
         }
         if wplus_dist is not None:
             feats["lpips_wplus"] = wplus_dist[i]
-        out.append(ImageScore(feats, p, heatmap_rgb(spatial[i], G.img_resolution), float(spatial[i].mean())))
+        out.append(ImageScore(feats, p, heatmap_rgb(spatial[i], G.img_resolution), float(spatial[i].mean()),
+                              matched[i]))
     return out

@@ -139,7 +139,10 @@ def _save_cache(path: Path, meta_path: Path, arr: np.ndarray, skipped: list) -> 
     with open(tmp, "wb") as f:
         np.save(f, arr)
     os.replace(tmp, path)
-    meta_path.write_text(json.dumps({"n": len(arr), "skipped": skipped}))
+    # Atomic too: another process (torchrun starts one per GPU) may be reading it as soon as it exists.
+    tmp = meta_path.with_name(f".{meta_path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps({"n": len(arr), "skipped": skipped}))
+    os.replace(tmp, meta_path)
 
 
 def load_portraits(

@@ -109,6 +109,13 @@ class TrainConfig:
         if self.preset not in PRESETS:
             raise TrainingError(f"unknown preset {self.preset!r}; choose from {', '.join(PRESETS)}")
         self.betas = tuple(self.betas)  # type: ignore[assignment]
+        # The loop counts images in whole numbers: an interval under one image would divide by zero.
+        if self.batch < 1:
+            raise TrainingError(f"batch must be at least 1, got {self.batch}")
+        for name, flag in (("kimg", "--kimg"), ("snap_kimg", "--snap"), ("tick_kimg", "--tick")):
+            value = getattr(self, name)
+            if not value * 1000 >= 1:
+                raise TrainingError(f"{name} ({flag}) must be at least 0.001 kimg (one image), got {value}")
 
     @classmethod
     def from_preset(cls, data: str, outdir: str, preset: str = "portraits64", **overrides) -> "TrainConfig":
@@ -458,7 +465,7 @@ def train(
             raise TrainingError(f"--resume: no snapshot at {state_path}")
         st = load_state(state_path, cfg, device)
     else:
-        if d.main and state_path.exists():
+        if state_path.exists():  # every process checks, so that none is left waiting for rank 0
             raise TrainingError(f"{outdir} already holds a run; use --resume to continue it or another --outdir")
         st = build_state(cfg, device)
     broadcast_module(st.G, d)
@@ -508,7 +515,7 @@ def train(
             if st.nimg >= next_snap:
                 next_snap = (st.nimg // int(cfg.snap_kimg * 1000) + 1) * int(cfg.snap_kimg * 1000)
         if stop:
-            event = "interrupted"
+            event = "done" if done else "interrupted"
             break
     if d.enabled:
         import torch.distributed as dist

@@ -12,6 +12,7 @@ from sgproject import cmd_align  # noqa: F401,E402
 from sgproject import cmd_convert  # noqa: F401,E402
 from sgproject import cmd_metrics  # noqa: F401,E402
 from sgproject import cmd_report  # noqa: F401,E402
+from sgproject import cmd_calibrate  # noqa: F401,E402
 
 
 def main() -> None:

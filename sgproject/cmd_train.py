@@ -19,7 +19,7 @@ from sgproject.app import app, err, fail, handle_errors, out, pick_device
 def train(
     data: str = typer.Argument(..., help="Image folder (recursive; png, jpg, webp, bmp, tif) or portraits:N[:SEED]."),
     outdir: Path = typer.Option(..., "--outdir", "-o", help="Run folder: snapshots, samples, stats.jsonl."),
-    cfg: str = typer.Option("portraits64", "--cfg", help="Preset: tiny, portraits64, paper256, config-f."),
+    cfg: Optional[str] = typer.Option(None, "--cfg", help="Preset: tiny, portraits64 (default), paper256, config-f."),
     res: Optional[int] = typer.Option(None, "--res", help="Training resolution (default: the preset's)."),
     batch: Optional[int] = typer.Option(None, "--batch", help="Global minibatch (default: the preset's)."),
     kimg: float = typer.Option(500, "--kimg", help="Train until this many thousand real images were shown."),
@@ -71,6 +71,11 @@ def train(
         d = json.loads(saved.read_text())
         d.update(kimg=kimg, snap_kimg=snap, tick_kimg=tick)
         config = TrainConfig(**d)
+        # The networks of a run are fixed: a contradicting option is an error, not something to ignore silently.
+        if cfg is not None and cfg != config.preset:
+            fail(f"--resume: the run in {outdir} was started with --cfg {config.preset}, not {cfg}")
+        if res is not None and res != config.g_config().resolution:
+            fail(f"--resume: the run in {outdir} trains at --res {config.g_config().resolution}, not {res}")
         if data != config.data:
             err.print(f"[yellow]note:[/] resuming on the run's own data {config.data!r}, not {data!r}")
     else:
@@ -78,7 +83,7 @@ def train(
             resolution=res, batch=batch, kimg=kimg, snap_kimg=snap, tick_kimg=tick, gamma=gamma, seed=seed,
             pl_weight=pl_weight, mixing_prob=mixing, xflip=xflip, amp=amp, g_lr=lr, d_lr=lr,
         )
-        config = TrainConfig.from_preset(data, str(outdir), cfg, **overrides)
+        config = TrainConfig.from_preset(data, str(outdir), cfg or "portraits64", **overrides)
 
     stop = {"requested": False}
 

@@ -1,0 +1,151 @@
+"""`sgproject calibrate` through typer's CliRunner: one small end-to-end run on the tiny model, and its errors."""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from typer.testing import CliRunner
+
+import sgproject.cli  # noqa: F401  (registers the commands on `app`)
+from sgproject.app import app
+
+runner = CliRunner()
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
+N_GENERATED, N_REAL, STEPS = 6, 4, 20
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _environment(tmp_path_factory):
+    """Offline LPIPS, a private cache, one torch thread (two fight each other on a shared 2-core machine)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("SGPROJECT_OFFLINE", "1")
+        mp.setenv("SGPROJECT_CACHE", str(tmp_path_factory.mktemp("cache")))
+        yield
+    torch.set_num_threads(before)
+
+
+def _run(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def _assert_clean_failure(result, *needles):
+    """Exit code 2, one 'error:' line on stderr naming the problem, nothing on stdout, no traceback."""
+    assert result.exit_code == 2, (result.exit_code, result.output)
+    assert "Traceback" not in result.output
+    assert result.stdout == ""
+    lines = [line for line in ANSI.sub("", result.stderr).splitlines() if line.strip()]
+    error_lines = [line for line in lines if line.startswith("error:")]
+    assert len(error_lines) == 1, result.stderr
+    for needle in needles:
+        assert needle in error_lines[0], (needle, error_lines[0])
+
+
+def _real_folder(folder):
+    """Images the tiny model never made: portraits (one larger than 32 px, one JPEG) and smooth colour fields, in
+    a nested folder, plus a file that only looks like an image."""
+    from generator.portraits import render_portrait
+
+    (folder / "sub").mkdir(parents=True)
+    Image.fromarray(render_portrait(3, 0, 64, supersample=2)[0]).save(folder / "portrait0.png")
+    Image.fromarray(render_portrait(3, 1, 48, supersample=2)[0]).save(folder / "sub" / "portrait1.jpg", quality=95)
+    rng = np.random.default_rng(0)
+    for i in range(N_REAL - 2):
+        small = rng.integers(0, 256, (4, 4, 3)).astype(np.uint8)
+        Image.fromarray(cv2.resize(small, (32, 32), interpolation=cv2.INTER_CUBIC)).save(folder / f"smooth{i}.png")
+    (folder / "notes.png").write_text("not really a picture")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def calibrated(tmp_path_factory):
+    """One calibration run shared by the tests below (projection is the expensive part)."""
+    tmp = tmp_path_factory.mktemp("calibrate")
+    real = _real_folder(tmp / "real")
+    out = tmp / "c.json"
+    result = _run("calibrate", "--model", "tiny", "--real", real, "--n-generated", N_GENERATED,
+                  "--steps", STEPS, "--out", out, "--device", "cpu")
+    return result, out
+
+
+def test_calibrate_writes_json_png_csv(calibrated):
+    result, out = calibrated
+    assert result.exit_code == 0, result.output
+    for path in (out, out.with_suffix(".png"), out.with_name("c.features.csv")):
+        assert path.is_file(), path
+        assert str(path) in result.stdout
+    with Image.open(out.with_suffix(".png")) as im:
+        assert im.format == "PNG"
+    stderr = ANSI.sub("", result.stderr)
+    assert "notes.png: not an image" in stderr  # skipped files are listed
+    assert "lpips-vgg16:random-seed0" in stderr
+
+
+def test_calibration_file_records_its_validity(calibrated):
+    from detectors.calibration import Calibration
+    from generator import load_generator
+    from projector.perceptual import random_identity
+    from projector.project import ProjectorConfig
+
+    _, out = calibrated
+    cal = Calibration.load(out)
+    _, info = load_generator("tiny")
+    cfg = ProjectorConfig(num_steps=STEPS)
+    assert (cal.model_name, cal.model_sha256) == ("tiny", info.sha256)
+    assert cal.projector == cfg.to_dict() and cal.projector_fingerprint == cfg.fingerprint()
+    assert cal.perceptual == random_identity() and cal.align is False
+    assert (cal.n_generated, cal.n_real) == (N_GENERATED, N_REAL)
+    assert cal.generated_seeds == "1000000-1000005"
+    cal.check_compatible(model_sha256=info.sha256, projector_fingerprint=cfg.fingerprint(),
+                         perceptual=random_identity(), align=False)
+
+
+def test_calibration_separates_tiny_from_unrelated(calibrated):
+    _, out = calibrated
+    m = json.loads(out.read_text())["metrics"]
+    print(f"CLI, {STEPS} steps: AUC in-sample {m['train']['auc']:.3f}, {m['estimate']} {m['auc']:.3f}")
+    assert m["train"]["auc"] >= 0.9 and m["auc"] >= 0.8
+
+
+def test_features_csv_and_summary(calibrated):
+    result, out = calibrated
+    with open(out.with_name("c.features.csv"), newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["class"] for r in rows] == ["generated"] * N_GENERATED + ["real"] * N_REAL
+    assert rows[0]["source"] == "seed 1000000"
+    assert {r["source"].rsplit("/", 1)[-1] for r in rows[N_GENERATED:]} == {
+        "portrait0.png", "portrait1.jpg", "smooth0.png", "smooth1.png"}
+    for r in rows:
+        assert 0.0 <= float(r["probability"]) <= 1.0 and r["verdict"] in ("generated", "real", "uncertain")
+        assert float(r["lpips"]) > 0
+    gen_lpips = [float(r["lpips"]) for r in rows[:N_GENERATED]]
+    real_lpips = [float(r["lpips"]) for r in rows[N_GENERATED:]]
+    assert np.median(gen_lpips) < np.median(real_lpips)
+    text = ANSI.sub("", result.stdout)
+    for needle in ("AUC", "TPR at 1% FPR", "TPR at 5% FPR", "cross-validation", "verdicts: generated if P >="):
+        assert needle in text, needle
+
+
+def test_missing_real_folder_exits_2(tmp_path):
+    r = _run("calibrate", "--model", "tiny", "--real", tmp_path / "nope", "--out", tmp_path / "c.json")
+    _assert_clean_failure(r, "no such folder")
+    assert not (tmp_path / "c.json").exists()
+
+
+def test_empty_real_folder_exits_2(tmp_path):
+    (tmp_path / "empty").mkdir()
+    r = _run("calibrate", "--model", "tiny", "--real", tmp_path / "empty", "--out", tmp_path / "c.json")
+    _assert_clean_failure(r, "no images found")
+
+
+def test_bad_kind_exits_2(tmp_path):
+    r = _run("calibrate", "--real", tmp_path, "--out", tmp_path / "c.json", "--kind", "forest")
+    _assert_clean_failure(r, "--kind")
