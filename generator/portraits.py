@@ -1173,7 +1173,8 @@ def _run(jobs: list, workers: int) -> Iterable[dict]:
     if workers <= 0:
         yield from map(_render_and_write, jobs)
         return
-    with multiprocessing.get_context().Pool(workers, initializer=_worker_init) as pool:
+    # 'spawn', not fork: forking a process whose torch/OpenMP thread pools are running deadlocks the children.
+    with multiprocessing.get_context("spawn").Pool(workers, initializer=_worker_init) as pool:
         yield from pool.imap_unordered(_render_and_write, jobs, chunksize=16)
 
 

@@ -9,7 +9,7 @@ backbone is resolved in this order (DESIGN.md, "LPIPS weights when offline"):
 4. a deterministic random backbone (He-initialised from numpy's legacy RandomState, seed 0): the same on every
    machine and every version, with a loud warning. Scores made with it are only comparable with each other.
 
-`PerceptualDistance.identity` names what is in use (e.g. `lpips-vgg16:imagenet:397923af`, `lpips-vgg16:random-seed0`);
+`PerceptualDistance.identity` names what is in use (`lpips-vgg16:<digest of the weights>` however they were found, or `lpips-vgg16:random-seed0`);
 every output records it, and calibrations refuse scores made with another one.
 """
 
@@ -137,12 +137,12 @@ def _resolve(vgg_weights: str | Path | None, allow_download: bool | None) -> tup
     if explicit:
         path = Path(explicit).expanduser()
         feats = _load_weights_file(path)
-        return BackboneSource("explicit", str(path), f"lpips-vgg16:file:{_digest(feats)}"), feats
+        return BackboneSource("explicit", str(path), f"lpips-vgg16:{_digest(feats)}"), feats
     cached = torchvision_cache_path()
     if cached.is_file():
         try:
             feats = _load_weights_file(cached)
-            return BackboneSource("cache", str(cached), f"lpips-vgg16:imagenet:{_digest(feats)}"), feats
+            return BackboneSource("cache", str(cached), f"lpips-vgg16:{_digest(feats)}"), feats
         except PerceptualWeightsError as e:
             log.warning("ignoring the torchvision cache: %s", e)
     if allow_download is None:
@@ -151,7 +151,7 @@ def _resolve(vgg_weights: str | Path | None, allow_download: bool | None) -> tup
         try:
             state = torch.hub.load_state_dict_from_url(VGG16_URL, map_location="cpu", progress=False, check_hash=True)
             feats = _features_state(state)
-            return BackboneSource("download", str(cached), f"lpips-vgg16:imagenet:{_digest(feats)}"), feats
+            return BackboneSource("download", str(cached), f"lpips-vgg16:{_digest(feats)}"), feats
         except Exception as e:  # offline, proxy, partial download: fall through to the random backbone
             log.debug("VGG16 download failed: %s", e)
     feats = random_vgg16_features()
@@ -232,14 +232,16 @@ def load_perceptual(
     """The LPIPS-VGG distance on `device`, built once per (weights, device) and shared."""
     source, feats = resolve_backbone(vgg_weights, allow_download=allow_download, require=require)
     key = (source.identity, str(device))
+    # A caller that passes `warn` is told on every call (its user must see it even when an earlier call in this
+    # process built the network); the default log warning is given once, when the network is built.
+    if source.is_random and require is None and (warn is not None or key not in _CACHE):
+        msg = (
+            "VGG16 ImageNet weights not found (no --vgg-weights, $SGPROJECT_VGG16 or torchvision cache, and no "
+            "download): LPIPS uses a DETERMINISTIC RANDOM backbone. Distances are only comparable with others "
+            f"made the same way ({source.identity}). Put {VGG16_FILE} in {torchvision_cache_path().parent} "
+            "for real LPIPS."
+        )
+        (warn or log.warning)(msg)
     if key not in _CACHE:
-        if source.is_random and require is None:
-            msg = (
-                "VGG16 ImageNet weights not found (no --vgg-weights, $SGPROJECT_VGG16 or torchvision cache, and no "
-                "download): LPIPS uses a DETERMINISTIC RANDOM backbone. Distances are only comparable with others "
-                f"made the same way ({source.identity}). Put {VGG16_FILE} in {torchvision_cache_path().parent} "
-                "for real LPIPS."
-            )
-            (warn or log.warning)(msg)
         _CACHE[key] = PerceptualDistance(source, feats).to(device)
     return _CACHE[key]

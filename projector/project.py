@@ -16,6 +16,7 @@ import hashlib
 import json
 import math
 import time
+import weakref
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
@@ -91,15 +92,16 @@ class Projection:
 
 # ---------------------------------------------------------------------------------------------- w statistics
 
-_W_STATS: dict[tuple, tuple[torch.Tensor, float]] = {}
+_W_STATS: "weakref.WeakKeyDictionary[Generator, dict]" = weakref.WeakKeyDictionary()
 
 
 def w_statistics(G: Generator, n: int = 10_000, seed: int = 123) -> tuple[torch.Tensor, float]:
     """w_avg and w_std of G from n mapped z (fixed seed); computed once per model and device. ([w_dim], scalar)"""
-    key = (id(G), n, seed, str(G.device), G.mapping.fc0.weight.data_ptr())
-    if key not in _W_STATS:
-        _W_STATS[key] = G.estimate_w_stats(n, seed=seed)
-    return _W_STATS[key]
+    per_model = _W_STATS.setdefault(G, {})
+    key = (n, seed, str(G.device))
+    if key not in per_model:
+        per_model[key] = G.estimate_w_stats(n, seed=seed)
+    return per_model[key]
 
 
 # -------------------------------------------------------------------------------------------------- metrics

@@ -123,7 +123,7 @@ def detect(
             def on_result(row: dict) -> None:
                 bar.advance(task)
                 if as_json:
-                    out.print_json(json.dumps(row, ensure_ascii=False), highlight=False)
+                    out.print_json(json.dumps(row, ensure_ascii=False), indent=None, highlight=False)  # JSON Lines
                 else:
                     bar.console.print(_line(row), highlight=False, markup=True, soft_wrap=True)
 

@@ -119,7 +119,8 @@ def invert(
                 files = save_projection(p, folder, target=pixels, meta={**meta, **extra}, video=video)
                 summary = {"image": str(path), "folder": str(folder), **p.summary(), "files": files}
                 if as_json:
-                    out.print_json(json.dumps(summary), highlight=False)
+                    # One line per image (JSON Lines): each line parses on its own, as soon as it arrives.
+                    out.print_json(json.dumps(summary), indent=None, highlight=False)
                 else:
                     bar.console.print(
                         f"{path}: LPIPS {p.lpips:.4f}  PSNR {p.psnr:.2f} dB  ({p.steps} steps) -> {folder}",

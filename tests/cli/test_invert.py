@@ -1,0 +1,170 @@
+"""`sgproject invert`, through typer's CliRunner on temporary folders, with the `tiny` model on the CPU.
+
+Results (with --json, one JSON object per line) go to stdout; progress, warnings and skipped files to stderr.
+LPIPS runs offline with the deterministic random backbone (SGPROJECT_OFFLINE=1, an empty TORCH_HOME).
+"""
+
+import json
+import re
+
+import cv2
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+import sgproject.cli  # noqa: F401  (registers the commands on `app`)
+from generator import load_generator
+from generator.portraits import render_portrait
+from projector.perceptual import ENV_WEIGHTS
+from projector.project import ProjectorConfig
+from sgproject.app import app
+
+runner = CliRunner()
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
+FILES = ["noise.npz", "proj.png", "projected_w.npz", "summary.json", "target.png", "trace.json"]
+
+
+@pytest.fixture(autouse=True)
+def offline(monkeypatch, tmp_path):
+    monkeypatch.setenv("SGPROJECT_OFFLINE", "1")
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
+    monkeypatch.delenv(ENV_WEIGHTS, raising=False)
+
+
+def _run(*args):
+    return runner.invoke(app, ["invert", *[str(a) for a in args], "--device", "cpu"])
+
+
+def _lines(text: str) -> list[str]:
+    return [line for line in ANSI.sub("", text).splitlines() if line.strip()]
+
+
+def _portrait_png(path, seed=0, res=48):
+    """A 48 px procedural portrait: the command crops and resizes it to the model's 32 px."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(render_portrait(seed, 0, 64)[0]).resize((res, res)).save(path)
+    return path
+
+
+def test_invert_writes_every_file(tmp_path):
+    img = _portrait_png(tmp_path / "in" / "face.png")
+    out = tmp_path / "out"
+    r = _run(img, "--model", "tiny", "--steps", "10", "--outdir", out)
+    assert r.exit_code == 0, r.output
+    folder = out / "face"
+    assert sorted(p.name for p in folder.iterdir()) == FILES
+    assert "RANDOM backbone" in r.stderr  # said loudly
+    assert any("LPIPS" in line and "10 steps" in line for line in _lines(r.output))
+
+    G, info = load_generator("tiny", "cpu")
+    with np.load(folder / "projected_w.npz") as f:
+        assert f["w"].shape == (1, G.num_ws, G.w_dim)
+    with np.load(folder / "noise.npz") as f:
+        assert [f[k].shape for k in sorted(f.files)] == [(1, 1, *s) for s in G.synthesis.noise_shapes()]
+    assert len(json.loads((folder / "trace.json").read_text())) == 10
+    with Image.open(folder / "target.png") as im:
+        assert im.size == (32, 32)
+    with Image.open(folder / "proj.png") as im:
+        assert im.size == (32, 32)
+
+    s = json.loads((folder / "summary.json").read_text())
+    assert s["model"] == "tiny" and s["model_sha256"] == info.sha256
+    assert s["perceptual"] == "lpips-vgg16:random-seed0"
+    assert s["projector_fingerprint"] == ProjectorConfig(num_steps=10).fingerprint()
+    assert s["projector"]["num_steps"] == 10 and s["projector"]["space"] == "w"
+    assert s["seed"] == 0 and s["device"] == "cpu"
+    assert s["source"] == str(img) and len(s["source_sha256"]) == 64
+    assert s["steps"] == 10 and s["stopped_early"] is False and s["lpips"] > 0
+    assert set(s["files"]) == {"target", "projection", "w", "noise", "trace"}
+
+
+def test_json_lines_bad_image_and_duplicate_names(tmp_path):
+    a = _portrait_png(tmp_path / "a" / "face.png", seed=1)
+    b = _portrait_png(tmp_path / "b" / "face.png", seed=2)
+    bad = tmp_path / "notes.png"
+    bad.write_text("not an image, whatever the name says\n")
+    out = tmp_path / "out"
+    r = _run(a, bad, b, "--model", "tiny", "--steps", "5", "--outdir", out, "--json", "--space", "w+")
+    assert r.exit_code == 2, r.output  # some files could not be judged
+    # The bad file: exactly one line on stderr, naming it and why.
+    skipped = [line for line in _lines(r.stderr) if "notes.png" in line]
+    assert len(skipped) == 1 and "not an image" in skipped[0], r.stderr
+    # The good ones: one JSON object per line on stdout, in input order, each in its own folder.
+    lines = _lines(r.stdout)
+    assert len(lines) == 2, r.stdout
+    records = [json.loads(line) for line in lines]
+    assert [rec["image"] for rec in records] == [str(a), str(b)]
+    assert [rec["folder"] for rec in records] == [str(out / "face"), str(out / "face-2")]
+    for rec in records:
+        assert rec["steps"] == 5 and rec["lpips"] > 0 and "psnr" in rec
+        assert sorted(p.name for p in (out / rec["folder"].rsplit("/", 1)[-1]).iterdir()) == FILES
+    assert sorted(p.name for p in out.iterdir()) == ["face", "face-2"]
+    s2 = json.loads((out / "face-2" / "summary.json").read_text())
+    assert s2["source"] == str(b) and s2["projector"]["space"] == "w+"
+    with np.load(out / "face-2" / "projected_w.npz") as f:
+        w = f["w"][0]
+    assert not np.allclose(w, w[:1]), "w+: one w per layer"
+    # Different inputs, different targets (the second did not overwrite the first).
+    t1, t2 = (np.asarray(Image.open(out / d / "target.png")) for d in ("face", "face-2"))
+    assert not np.array_equal(t1, t2)
+
+
+def test_video(tmp_path):
+    img = _portrait_png(tmp_path / "face.png")
+    out = tmp_path / "out"
+    r = _run(img, "--model", "tiny", "--steps", "12", "--outdir", out, "--video", "--json")
+    assert r.exit_code == 0, r.output
+    video = out / "face" / "proj.mp4"
+    assert video.is_file()
+    assert json.loads(_lines(r.stdout)[0])["files"]["video"] == str(video)
+    cap = cv2.VideoCapture(str(video))
+    try:
+        assert cap.isOpened()
+        frames = []
+        while True:
+            ok, frame = cap.read()
+            if not ok:
+                break
+            frames.append(frame)
+        assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == 12
+    finally:
+        cap.release()
+    assert len(frames) == 12  # one frame per step
+    # target | projection side by side, each 32 px enlarged 8x (nearest) to 256
+    assert frames[0].shape == (256, 512, 3)
+    target = cv2.cvtColor(np.asarray(Image.open(out / "face" / "target.png")), cv2.COLOR_RGB2BGR)
+    left = frames[-1][4::8, 4:256:8].astype(int)  # block centres, away from codec ringing at the edges
+    assert np.abs(left - target.astype(int)).mean() < 12  # lossy mp4v: close, not equal
+    assert not any(p.name.startswith(".") for p in (out / "face").iterdir()), "no temporary files left"
+
+
+def test_bad_space_exits_2(tmp_path):
+    img = _portrait_png(tmp_path / "face.png")
+    r = _run(img, "--model", "tiny", "--steps", "2", "--space", "z", "--outdir", tmp_path / "out")
+    assert r.exit_code == 2
+    assert r.stdout == "" and "Traceback" not in r.output
+    errors = [line for line in _lines(r.stderr) if line.startswith("error:")]
+    assert len(errors) == 1 and "--space" in errors[0]
+    assert not (tmp_path / "out").exists()
+
+
+def test_nothing_readable_exits_2(tmp_path):
+    missing = tmp_path / "missing.png"
+    r = _run(missing, "--model", "tiny", "--steps", "2", "--outdir", tmp_path / "out")
+    assert r.exit_code == 2
+    assert "missing.png" in r.stderr and "no image could be read" in r.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_early_stop_and_seed_reach_the_projector(tmp_path):
+    img = _portrait_png(tmp_path / "face.png")
+    out = tmp_path / "out"
+    r = _run(img, "--model", "tiny", "--steps", "30", "--early-stop", "1", "--seed", "3", "--batch-size", "1",
+             "--outdir", out, "--json")
+    assert r.exit_code == 0, r.output
+    rec = json.loads(_lines(r.stdout)[0])
+    s = json.loads((out / "face" / "summary.json").read_text())
+    assert s["seed"] == 3 and s["projector"]["early_stop"] == 1
+    assert rec["steps"] == len(json.loads((out / "face" / "trace.json").read_text()))
+    assert rec["stopped_early"] == (rec["steps"] < 30)
