@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -29,7 +28,9 @@ from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
 
+from _common import cpu_model  # noqa: E402
 from detectors.batch import DetectSettings, Detector  # noqa: E402
 from generator import load_generator  # noqa: E402
 from generator.portraits import render_portrait  # noqa: E402
@@ -75,13 +76,6 @@ def variant(pixels: np.ndarray, name: str, path: Path) -> Path:
     return path
 
 
-def cpu_name() -> str:
-    try:
-        return next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
-    except (OSError, StopIteration):
-        return platform.processor()
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="portraits-64")
@@ -119,7 +113,7 @@ def main() -> None:
     gens = [a for _, a in generate_images(G, list(range(GEN_START, GEN_START + args.n)), noise_mode="random")]
     print(f"model {info.name} ({info.sha256[:12]}), {perceptual.identity}, {cfg.num_steps} steps, "
           f"{'calibrated' if cal else 'uncalibrated (raw LPIPS)'}; {args.n} real + {args.n} generated; "
-          f"{cpu_name()}, {os.cpu_count()} cores, torch {torch.__version__}, threads {torch.get_num_threads()}, "
+          f"{cpu_model()}, {os.cpu_count()} cores, torch {torch.__version__}, threads {torch.get_num_threads()}, "
           f"device {dev}; load {os.getloadavg()[0]:.1f}", flush=True)
 
     figures = {}
@@ -163,7 +157,7 @@ def main() -> None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps({"model": info.name, "sha256": info.sha256, "steps": cfg.num_steps,
                                         "perceptual": perceptual.identity, "figures": figures,
-                                        "machine": {"cpu": cpu_name(), "cores": os.cpu_count(), "device": str(dev),
+                                        "machine": {"cpu": cpu_model(), "cores": os.cpu_count(), "device": str(dev),
                                                     "torch": torch.__version__}}, indent=2) + "\n")
 
 

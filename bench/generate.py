@@ -21,8 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import statistics
 import sys
 import time
@@ -32,7 +30,9 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run from a checkout without installing
+sys.path.insert(0, str(ROOT / "bench"))
 
+from _common import out_of_memory, pick_device, print_machine, sync  # noqa: E402
 from generator.networks import Generator, GeneratorConfig  # noqa: E402
 
 BUNDLED_64 = ROOT / "generator" / "weights" / "portraits-64.json"
@@ -63,45 +63,7 @@ def describe(cfg: GeneratorConfig) -> str:
     )
 
 
-# ------------------------------------------------------------------------------------------------ machine
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def machine_lines(device: torch.device) -> list[str]:
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    lines = [
-        f"cpu      {cpu_model()} ({cores} cores available, {os.cpu_count()} logical in the machine)",
-        f"torch    {torch.__version__}, {torch.get_num_threads()} intra-op threads, python {platform.python_version()}",
-    ]
-    if device.type == "cuda":
-        p = torch.cuda.get_device_properties(device)
-        lines.append(
-            f"gpu      {p.name}, {p.total_memory / 2**30:.0f} GiB, CUDA {torch.version.cuda}, "
-            f"cudnn.benchmark {torch.backends.cudnn.benchmark}, cudnn TF32 {torch.backends.cudnn.allow_tf32}"
-        )
-    else:
-        lines.append(f"gpu      none used (cuda available: {torch.cuda.is_available()})")
-    if hasattr(os, "getloadavg"):  # other work on the machine makes CPU figures lower and noisier
-        lines.append(f"load     {' '.join(f'{x:.2f}' for x in os.getloadavg())} (1, 5, 15 min) at start")
-    lines.append(f"device   {device}")
-    return lines
-
-
 # ------------------------------------------------------------------------------------------------- timing
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 @torch.no_grad()
@@ -142,10 +104,6 @@ def measure(
     times = [forward_times(G, z, fused, device) for _ in range(n)]
     cpu_per_image = statistics.median(c for _, c in times) / batch
     return batch / statistics.median(w for w, _ in times), n, warmed, cpu_per_image
-
-
-def out_of_memory(e: BaseException) -> bool:
-    return isinstance(e, torch.cuda.OutOfMemoryError) or "out of memory" in str(e).lower()
 
 
 def run_resolution(
@@ -269,14 +227,9 @@ def parse_args(argv=None):
 
 def main(argv=None) -> None:
     args = parse_args(argv)
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    if device.type == "cuda" and not torch.cuda.is_available():
-        sys.exit("error: --device cuda asked for, but CUDA is not available")
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    # fixed shapes: on CUDA let cudnn pick the fastest algorithms
+    device = pick_device(args.device, threads=args.threads, cudnn_benchmark=True)
     gpu = device.type == "cuda"
-    if gpu:
-        torch.backends.cudnn.benchmark = True  # fixed shapes: let cudnn pick the fastest algorithms
 
     batches = [int(b) for b in args.batches.split(",")] if args.batches else [1, 4, 16, 64]
     if args.repeats is None:
@@ -304,9 +257,7 @@ def main(argv=None) -> None:
         keep = {int(r) for r in args.resolutions.split(",")}
         plan = [p for p in plan if p[1].resolution in keep]
 
-    print("Generator throughput (images/s, higher is better)")
-    for line in machine_lines(device):
-        print("  " + line)
+    print_machine("Generator throughput (images/s, higher is better)", device)
     t0 = time.perf_counter()
     rows = []
     for label, cfg, note, bs in plan:

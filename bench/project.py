@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
 import sys
 import time
@@ -42,7 +41,9 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run from a checkout without installing
+sys.path.insert(0, str(ROOT / "bench"))
 
+from _common import load_average, out_of_memory, pick_device, print_machine, sync  # noqa: E402
 from generator.checkpoint import WEIGHTS_DIR, load_generator  # noqa: E402
 from generator.networks import Generator, GeneratorConfig  # noqa: E402
 from generator.train import PRESETS  # noqa: E402
@@ -93,20 +94,6 @@ def make_targets(G: Generator, n: int, seed: int = 0) -> torch.Tensor:
 # ------------------------------------------------------------------------------------------------ machine
 
 
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def loadavg() -> str:
-    return " ".join(f"{x:.2f}" for x in os.getloadavg()) if hasattr(os, "getloadavg") else "n/a"
-
-
 def busy_seconds() -> float | None:
     """CPU seconds the whole machine has spent busy since boot (all cores; /proc/stat), or None."""
     try:
@@ -117,39 +104,7 @@ def busy_seconds() -> float | None:
     return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
 
 
-def machine_lines(device: torch.device) -> list[str]:
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    lines = [
-        f"cpu      {cpu_model()} ({cores} cores available, {os.cpu_count()} logical in the machine)",
-        f"torch    {torch.__version__}, {torch.get_num_threads()} intra-op threads by default, "
-        f"python {platform.python_version()}",
-    ]
-    if device.type == "cuda":
-        p = torch.cuda.get_device_properties(device)
-        lines.append(
-            f"gpu      {p.name}, {p.total_memory / 2**30:.0f} GiB, CUDA {torch.version.cuda}, cudnn.benchmark "
-            f"{torch.backends.cudnn.benchmark}, TF32 conv {torch.backends.cudnn.allow_tf32} / matmul "
-            f"{torch.backends.cuda.matmul.allow_tf32}"
-        )
-    else:
-        lines.append(f"gpu      none used (cuda available: {torch.cuda.is_available()})")
-    lines.append(f"omp      OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', '(unset)')}, "
-                 f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', '(unset)')}")
-    lines.append(f"load     {loadavg()} (1, 5, 15 min) at start")
-    lines.append(f"device   {device}")
-    return lines
-
-
 # ------------------------------------------------------------------------------------------------- timing
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def out_of_memory(e: BaseException) -> bool:
-    return isinstance(e, torch.cuda.OutOfMemoryError) or "out of memory" in str(e).lower()
 
 
 def measure(G, P, batch: int, device: torch.device, *, warmup: int, steps: int, amp: bool) -> dict:
@@ -257,12 +212,8 @@ def parse_args(argv=None):
 
 def main(argv=None) -> None:
     args = parse_args(argv)
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = pick_device(args.device, cudnn_benchmark=args.cudnn_benchmark)
     gpu = device.type == "cuda"
-    if gpu and not torch.cuda.is_available():
-        sys.exit("error: --device cuda asked for, but CUDA is not available")
-    if gpu and args.cudnn_benchmark:
-        torch.backends.cudnn.benchmark = True
     if args.steps is None:
         args.steps = (5 if args.quick else 10) if not gpu else (10 if args.quick else 20)
     if args.budget_s is None:
@@ -279,9 +230,7 @@ def main(argv=None) -> None:
     else:
         thread_counts = [default_threads] if gpu else list(dict.fromkeys([default_threads, 1]))
 
-    print("Projection throughput (sgproject invert's projector, LPIPS included)")
-    for line in machine_lines(device):
-        print("  " + line)
+    print_machine("Projection throughput (sgproject invert's projector, LPIPS included)", device)
     P = load_perceptual(device=device, allow_download=False, warn=lambda m: None)  # never fetch 528 MB to time it
     print(f"  lpips    {P.identity}" + ("  (random backbone: same cost as the real one)" if P.source.is_random else ""))
     print(f"  timing   {args.warmup} warm-up + {args.steps} timed steps per figure (median step), "
@@ -329,7 +278,7 @@ def main(argv=None) -> None:
             verdict = "meets" if best["iph"] >= GPU_TARGET_IPH else "MISSES"
             print(f"  target >= {GPU_TARGET_IPH} img/h@1000 (config-f 1024, one H200): {label}: {verdict} "
                   f"({best['iph']:.0f})")
-    print(f"\nload     {loadavg()} (1, 5, 15 min) at the end; total {time.perf_counter() - t_all:.0f} s")
+    print(f"\nload     {load_average()} at the end; total {time.perf_counter() - t_all:.0f} s")
 
 
 if __name__ == "__main__":

@@ -25,8 +25,6 @@ what a real run does besides training steps (metrics, snapshots); the configurat
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import statistics
 import sys
 import time
@@ -37,8 +35,10 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run from a checkout without installing
+sys.path.insert(0, str(ROOT / "bench"))
 
 import generator.train as T  # noqa: E402
+from _common import load_average, pick_device, print_machine, sync  # noqa: E402
 from generator.datasets import ImageDataset  # noqa: E402
 
 PHASES = [  # (function name in generator.train, label, interval attribute of TrainConfig or None)
@@ -68,50 +68,7 @@ REFERENCE = [
 ]
 
 
-# ------------------------------------------------------------------------------------------------ machine
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def load_average() -> str:
-    if not hasattr(os, "getloadavg"):
-        return "n/a"
-    return " ".join(f"{x:.2f}" for x in os.getloadavg()) + " (1, 5, 15 min)"
-
-
-def machine_lines(device: torch.device) -> list[str]:
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    lines = [
-        f"cpu      {cpu_model()} ({cores} cores available, {os.cpu_count()} logical in the machine)",
-        f"torch    {torch.__version__}, {torch.get_num_threads()} intra-op threads, python {platform.python_version()}",
-    ]
-    if device.type == "cuda":
-        p = torch.cuda.get_device_properties(device)
-        lines.append(
-            f"gpu      {p.name}, {p.total_memory / 2**30:.0f} GiB, CUDA {torch.version.cuda}, "
-            f"cudnn.benchmark {torch.backends.cudnn.benchmark}, TF32 matmul {torch.backends.cuda.matmul.allow_tf32}"
-        )
-    else:
-        lines.append(f"gpu      none used (cuda available: {torch.cuda.is_available()})")
-    lines.append(f"load     {load_average()} at start")
-    lines.append(f"device   {device}")
-    return lines
-
-
 # ------------------------------------------------------------------------------------------------- timing
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 class PhaseTimer:
@@ -264,23 +221,16 @@ def parse_args(argv=None):
 
 def main(argv=None) -> None:
     args = parse_args(argv)
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    if device.type == "cuda" and not torch.cuda.is_available():
-        sys.exit("error: --device cuda asked for, but CUDA is not available")
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    # fixed shapes: on CUDA let cudnn pick the fastest algorithms
+    device = pick_device(args.device, threads=args.threads, cudnn_benchmark=True)
     gpu = device.type == "cuda"
-    if gpu:
-        torch.backends.cudnn.benchmark = True  # fixed shapes: let cudnn pick the fastest algorithms
     presets = args.preset or (["portraits64", "paper256"] if gpu else ["portraits64"])
     if args.steps is None:
         args.steps = 64 if gpu else 8
     if args.warmup is None:
         args.warmup = 10 if gpu else 2
 
-    print("Training speed (seconds per kimg, lower is better)")
-    for line in machine_lines(device):
-        print("  " + line)
+    print_machine("Training speed (seconds per kimg, lower is better)", device)
     t0 = time.perf_counter()
     results = [bench_preset(p, device, args) for p in presets]
 

@@ -4,49 +4,23 @@ from __future__ import annotations
 
 import csv
 import json
-import re
 
 import cv2
 import numpy as np
 import pytest
-import torch
 from PIL import Image
-from typer.testing import CliRunner
 
-import sgproject.cli  # noqa: F401  (registers the commands on `app`)
-from sgproject.app import app
+from tests.cli.helpers import ANSI, assert_clean_failure, run
+from tests.detectors.helpers import offline_environment
 
-runner = CliRunner()
-ANSI = re.compile(r"\x1b\[[0-9;]*m")
 N_GENERATED, N_REAL, STEPS = 6, 4, 20
 
 
 @pytest.fixture(autouse=True, scope="module")
 def _environment(tmp_path_factory):
     """Offline LPIPS, a private cache, one torch thread (two fight each other on a shared 2-core machine)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("SGPROJECT_OFFLINE", "1")
-        mp.setenv("SGPROJECT_CACHE", str(tmp_path_factory.mktemp("cache")))
+    with offline_environment(tmp_path_factory.mktemp("cache")):
         yield
-    torch.set_num_threads(before)
-
-
-def _run(*args):
-    return runner.invoke(app, [str(a) for a in args])
-
-
-def _assert_clean_failure(result, *needles):
-    """Exit code 2, one 'error:' line on stderr naming the problem, nothing on stdout, no traceback."""
-    assert result.exit_code == 2, (result.exit_code, result.output)
-    assert "Traceback" not in result.output
-    assert result.stdout == ""
-    lines = [line for line in ANSI.sub("", result.stderr).splitlines() if line.strip()]
-    error_lines = [line for line in lines if line.startswith("error:")]
-    assert len(error_lines) == 1, result.stderr
-    for needle in needles:
-        assert needle in error_lines[0], (needle, error_lines[0])
 
 
 def _real_folder(folder):
@@ -71,8 +45,8 @@ def calibrated(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("calibrate")
     real = _real_folder(tmp / "real")
     out = tmp / "c.json"
-    result = _run("calibrate", "--model", "tiny", "--real", real, "--n-generated", N_GENERATED,
-                  "--steps", STEPS, "--out", out, "--device", "cpu")
+    result = run("calibrate", "--model", "tiny", "--real", real, "--n-generated", N_GENERATED,
+                 "--steps", STEPS, "--out", out, "--device", "cpu")
     return result, out
 
 
@@ -135,17 +109,17 @@ def test_features_csv_and_summary(calibrated):
 
 
 def test_missing_real_folder_exits_2(tmp_path):
-    r = _run("calibrate", "--model", "tiny", "--real", tmp_path / "nope", "--out", tmp_path / "c.json")
-    _assert_clean_failure(r, "no such folder")
+    r = run("calibrate", "--model", "tiny", "--real", tmp_path / "nope", "--out", tmp_path / "c.json")
+    assert_clean_failure(r, "no such folder")
     assert not (tmp_path / "c.json").exists()
 
 
 def test_empty_real_folder_exits_2(tmp_path):
     (tmp_path / "empty").mkdir()
-    r = _run("calibrate", "--model", "tiny", "--real", tmp_path / "empty", "--out", tmp_path / "c.json")
-    _assert_clean_failure(r, "no images found")
+    r = run("calibrate", "--model", "tiny", "--real", tmp_path / "empty", "--out", tmp_path / "c.json")
+    assert_clean_failure(r, "no images found")
 
 
 def test_bad_kind_exits_2(tmp_path):
-    r = _run("calibrate", "--real", tmp_path, "--out", tmp_path / "c.json", "--kind", "forest")
-    _assert_clean_failure(r, "--kind")
+    r = run("calibrate", "--real", tmp_path, "--out", tmp_path / "c.json", "--kind", "forest")
+    assert_clean_failure(r, "--kind")

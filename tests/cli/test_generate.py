@@ -5,35 +5,13 @@ The installed typer vendors click 8.2+ semantics: `result.stdout` and `result.st
 """
 
 import json
-import re
 
 import numpy as np
 import pytest
 from PIL import Image
-from typer.testing import CliRunner
 
-import sgproject.cli  # noqa: F401  (registers the commands on `app`)
 from generator.checkpoint import save_generator
-from sgproject.app import app
-
-runner = CliRunner()
-ANSI = re.compile(r"\x1b\[[0-9;]*m")  # in case FORCE_COLOR makes rich colour its output anyway
-
-
-def _run(*args):
-    return runner.invoke(app, [str(a) for a in args])
-
-
-def _assert_clean_failure(result, *needles):
-    """Exit code 2, one 'error:' line on stderr naming the problem, nothing on stdout, no traceback."""
-    assert result.exit_code == 2, (result.exit_code, result.output)
-    assert "Traceback" not in result.output
-    assert result.stdout == ""
-    lines = [line for line in ANSI.sub("", result.stderr).splitlines() if line.strip()]
-    error_lines = [line for line in lines if line.startswith("error:")]
-    assert len(error_lines) == 1, result.stderr
-    for needle in needles:
-        assert needle in error_lines[0], (needle, error_lines[0])
+from tests.cli.helpers import ANSI, assert_clean_failure, run
 
 
 def _png(path):
@@ -43,7 +21,7 @@ def _png(path):
 
 def test_generate_seeds_and_grid(tmp_path):
     out = tmp_path / "out"
-    r = _run("generate", "--model", "tiny", "--seeds", "0-3", "--grid", "--outdir", out)
+    r = run("generate", "--model", "tiny", "--seeds", "0-3", "--grid", "--outdir", out)
     assert r.exit_code == 0, r.output
     names = sorted(p.name for p in out.iterdir())
     assert names == ["grid.png", "seed0000.png", "seed0001.png", "seed0002.png", "seed0003.png"]
@@ -61,28 +39,28 @@ def test_generate_seeds_and_grid(tmp_path):
 
 def test_generate_is_deterministic_and_batch_independent(tmp_path):
     a, b = tmp_path / "a", tmp_path / "b"
-    assert _run("generate", "-m", "tiny", "-s", "5,9", "-o", a).exit_code == 0
-    assert _run("generate", "-m", "tiny", "-s", "9,5", "-o", b, "--batch-size", "1").exit_code == 0
+    assert run("generate", "-m", "tiny", "-s", "5,9", "-o", a).exit_code == 0
+    assert run("generate", "-m", "tiny", "-s", "9,5", "-o", b, "--batch-size", "1").exit_code == 0
     for name in ("seed0005.png", "seed0009.png"):
         diff = np.abs(_png(a / name).astype(int) - _png(b / name).astype(int))
         assert diff.max() <= 1, name  # batch size may move a value across a rounding boundary, no more
 
 
 def test_generate_trunc_zero_gives_one_image(tmp_path):
-    r = _run("generate", "-m", "tiny", "-s", "0-2", "--trunc", "0", "-o", tmp_path)
+    r = run("generate", "-m", "tiny", "-s", "0-2", "--trunc", "0", "-o", tmp_path)
     assert r.exit_code == 0, r.output
     ims = [_png(tmp_path / f"seed{s:04d}.png").astype(int) for s in range(3)]
     assert np.abs(ims[0] - ims[1]).max() <= 1 and np.abs(ims[0] - ims[2]).max() <= 1
 
 
 def test_generate_random_noise_mode(tmp_path):
-    r = _run("generate", "-m", "tiny", "-s", "0-1", "--noise-mode", "random", "-o", tmp_path)
+    r = run("generate", "-m", "tiny", "-s", "0-1", "--noise-mode", "random", "-o", tmp_path)
     assert r.exit_code == 0, r.output
     assert (tmp_path / "seed0001.png").exists()
 
 
 def test_generate_style_mixing(tmp_path):
-    r = _run("generate", "--model", "tiny", "--mix", "1-2", "3-5", "--outdir", tmp_path)
+    r = run("generate", "--model", "tiny", "--mix", "1-2", "3-5", "--outdir", tmp_path)
     assert r.exit_code == 0, r.output
     # tiny is 32 px: coarse (4-8 px) and middle (16-32 px) styles exist, fine (64 px and up) does not
     assert sorted(p.name for p in tmp_path.iterdir()) == ["mix-coarse.png", "mix-middle.png"]
@@ -93,7 +71,7 @@ def test_generate_style_mixing(tmp_path):
         assert (fig[:32, :32] == 255).all(), "the top-left cell is blank"
     # the top row holds the column sources: the same images `generate` writes for seeds 3-5
     single = tmp_path / "single"
-    assert _run("generate", "-m", "tiny", "-s", "3-5", "-o", single).exit_code == 0
+    assert run("generate", "-m", "tiny", "-s", "3-5", "-o", single).exit_code == 0
     fig = _png(tmp_path / "mix-coarse.png").astype(int)
     for c, seed in enumerate((3, 4, 5), start=1):
         cell = fig[:32, 32 * c : 32 * (c + 1)]
@@ -103,7 +81,7 @@ def test_generate_style_mixing(tmp_path):
 
 
 def test_info_json():
-    r = _run("info", "tiny", "--json")
+    r = run("info", "tiny", "--json")
     assert r.exit_code == 0, r.output
     record = json.loads(r.stdout)
     assert record["name"] == "tiny"
@@ -114,7 +92,7 @@ def test_info_json():
 
 
 def test_info_table():
-    r = _run("info", "tiny")
+    r = run("info", "tiny")
     assert r.exit_code == 0, r.output
     assert "parameters" in r.stdout and "96,851" in r.stdout
 
@@ -124,7 +102,7 @@ def test_info_of_a_saved_checkpoint(tmp_path):
 
     G, _ = load_generator("tiny")
     path = save_generator(G, tmp_path / "mine.safetensors")
-    r = _run("info", path, "--json")
+    r = run("info", path, "--json")
     assert r.exit_code == 0, r.output
     record = json.loads(r.stdout)
     assert record["name"] == "mine" and record["path"] == str(path)
@@ -132,23 +110,23 @@ def test_info_of_a_saved_checkpoint(tmp_path):
 
 @pytest.mark.parametrize("seeds", ["x", "3-1", "1,,2", "-5"])
 def test_bad_seeds_exit_2(tmp_path, seeds):
-    r = _run("generate", "--model", "tiny", f"--seeds={seeds}", "-o", tmp_path)
-    _assert_clean_failure(r, "seed")
+    r = run("generate", "--model", "tiny", f"--seeds={seeds}", "-o", tmp_path)
+    assert_clean_failure(r, "seed")
     assert not any(tmp_path.iterdir())
 
 
 def test_bad_mix_seeds_exit_2(tmp_path):
-    _assert_clean_failure(_run("generate", "-m", "tiny", "--mix", "1-2", "b", "-o", tmp_path), "seed")
+    assert_clean_failure(run("generate", "-m", "tiny", "--mix", "1-2", "b", "-o", tmp_path), "seed")
 
 
 def test_bad_noise_mode_exit_2(tmp_path):
-    _assert_clean_failure(_run("generate", "-m", "tiny", "--noise-mode", "loud", "-o", tmp_path), "noise-mode")
+    assert_clean_failure(run("generate", "-m", "tiny", "--noise-mode", "loud", "-o", tmp_path), "noise-mode")
 
 
 @pytest.mark.parametrize("command", ["generate", "info"])
 def test_unknown_model_exit_2(tmp_path, command):
     args = ["info", "no-such-model"] if command == "info" else ["generate", "--model", "no-such-model", "-o", tmp_path]
-    _assert_clean_failure(_run(*args), "no-such-model")
+    assert_clean_failure(run(*args), "no-such-model")
 
 
 @pytest.mark.parametrize("content", [b"", b"\x00garbage" * 50, (64).to_bytes(8, "little") + b"{" + b"\xff" * 100])
@@ -158,7 +136,7 @@ def test_corrupt_checkpoint_exit_2(tmp_path, content, command):
     p.write_bytes(content)
     outdir = tmp_path / "out"
     args = ["generate", "--model", p, "-o", outdir] if command == "generate" else ["info", p]
-    _assert_clean_failure(_run(*args), str(p))
+    assert_clean_failure(run(*args), str(p))
     assert not outdir.exists()
 
 
@@ -169,4 +147,4 @@ def test_truncated_checkpoint_exit_2(tmp_path):
     path = save_generator(G, tmp_path / "g.safetensors")
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 2])
-    _assert_clean_failure(_run("generate", "-m", path, "-o", tmp_path / "out"), "g.safetensors")
+    assert_clean_failure(run("generate", "-m", path, "-o", tmp_path / "out"), "g.safetensors")

@@ -5,23 +5,18 @@ LPIPS runs offline with the deterministic random backbone (SGPROJECT_OFFLINE=1, 
 """
 
 import json
-import re
 
 import cv2
 import numpy as np
 import pytest
 from PIL import Image
-from typer.testing import CliRunner
 
-import sgproject.cli  # noqa: F401  (registers the commands on `app`)
 from generator import load_generator
 from generator.portraits import render_portrait
 from projector.perceptual import ENV_WEIGHTS
 from projector.project import ProjectorConfig
-from sgproject.app import app
+from tests.cli.helpers import assert_clean_failure, clean_lines, run
 
-runner = CliRunner()
-ANSI = re.compile(r"\x1b\[[0-9;]*m")
 FILES = ["noise.npz", "proj.png", "projected_w.npz", "summary.json", "target.png", "trace.json"]
 
 
@@ -33,11 +28,7 @@ def offline(monkeypatch, tmp_path):
 
 
 def _run(*args):
-    return runner.invoke(app, ["invert", *[str(a) for a in args], "--device", "cpu"])
-
-
-def _lines(text: str) -> list[str]:
-    return [line for line in ANSI.sub("", text).splitlines() if line.strip()]
+    return run("invert", *args, "--device", "cpu")
 
 
 def _portrait_png(path, seed=0, res=48):
@@ -55,7 +46,7 @@ def test_invert_writes_every_file(tmp_path):
     folder = out / "face"
     assert sorted(p.name for p in folder.iterdir()) == FILES
     assert "RANDOM backbone" in r.stderr  # said loudly
-    assert any("LPIPS" in line and "10 steps" in line for line in _lines(r.output))
+    assert any("LPIPS" in line and "10 steps" in line for line in clean_lines(r.output))
 
     G, info = load_generator("tiny", "cpu")
     with np.load(folder / "projected_w.npz") as f:
@@ -88,10 +79,10 @@ def test_json_lines_bad_image_and_duplicate_names(tmp_path):
     r = _run(a, bad, b, "--model", "tiny", "--steps", "5", "--outdir", out, "--json", "--space", "w+")
     assert r.exit_code == 2, r.output  # some files could not be judged
     # The bad file: exactly one line on stderr, naming it and why.
-    skipped = [line for line in _lines(r.stderr) if "notes.png" in line]
+    skipped = [line for line in clean_lines(r.stderr) if "notes.png" in line]
     assert len(skipped) == 1 and "not an image" in skipped[0], r.stderr
     # The good ones: one JSON object per line on stdout, in input order, each in its own folder.
-    lines = _lines(r.stdout)
+    lines = clean_lines(r.stdout)
     assert len(lines) == 2, r.stdout
     records = [json.loads(line) for line in lines]
     assert [rec["image"] for rec in records] == [str(a), str(b)]
@@ -117,7 +108,7 @@ def test_video(tmp_path):
     assert r.exit_code == 0, r.output
     video = out / "face" / "proj.mp4"
     assert video.is_file()
-    assert json.loads(_lines(r.stdout)[0])["files"]["video"] == str(video)
+    assert json.loads(clean_lines(r.stdout)[0])["files"]["video"] == str(video)
     cap = cv2.VideoCapture(str(video))
     try:
         assert cap.isOpened()
@@ -142,10 +133,7 @@ def test_video(tmp_path):
 def test_bad_space_exits_2(tmp_path):
     img = _portrait_png(tmp_path / "face.png")
     r = _run(img, "--model", "tiny", "--steps", "2", "--space", "z", "--outdir", tmp_path / "out")
-    assert r.exit_code == 2
-    assert r.stdout == "" and "Traceback" not in r.output
-    errors = [line for line in _lines(r.stderr) if line.startswith("error:")]
-    assert len(errors) == 1 and "--space" in errors[0]
+    assert_clean_failure(r, "--space")
     assert not (tmp_path / "out").exists()
 
 
@@ -163,7 +151,7 @@ def test_early_stop_and_seed_reach_the_projector(tmp_path):
     r = _run(img, "--model", "tiny", "--steps", "30", "--early-stop", "1", "--seed", "3", "--batch-size", "1",
              "--outdir", out, "--json")
     assert r.exit_code == 0, r.output
-    rec = json.loads(_lines(r.stdout)[0])
+    rec = json.loads(clean_lines(r.stdout)[0])
     s = json.loads((out / "face" / "summary.json").read_text())
     assert s["seed"] == 3 and s["projector"]["early_stop"] == 1
     assert rec["steps"] == len(json.loads((out / "face" / "trace.json").read_text()))

@@ -2,22 +2,17 @@
 
 import json
 import os
-import re
 import signal
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
-from typer.testing import CliRunner
 
 import generator.train as train_mod
-import sgproject.cli  # noqa: F401  (registers the commands on `app`)
 from generator.checkpoint import load_generator
-from sgproject.app import app
+from tests.cli.helpers import ANSI, assert_clean_failure, run
 
-runner = CliRunner()
-ANSI = re.compile(r"\x1b\[[0-9;]*m")
 QUICK = ["--cfg", "tiny", "--kimg", "0.008", "--snap", "0.004", "--tick", "0.004", "--threads", "1"]
 
 
@@ -41,20 +36,7 @@ def data(tmp_path):
 
 
 def _run(*args):
-    return runner.invoke(app, ["train", *[str(a) for a in args]])
-
-
-def _assert_clean_failure(result, *needles):
-    """Exit code 2, one 'error:' line on stderr naming the problem, nothing on stdout, no traceback."""
-    assert result.exit_code == 2, (result.exit_code, result.output)
-    assert "Traceback" not in result.output
-    assert result.exception is None or isinstance(result.exception, SystemExit)
-    assert result.stdout == ""
-    lines = [line for line in ANSI.sub("", result.stderr).splitlines() if line.strip()]
-    error_lines = [line for line in lines if line.startswith("error:")]
-    assert len(error_lines) == 1, result.stderr
-    for needle in needles:
-        assert needle in error_lines[0], (needle, error_lines[0])
+    return run("train", *args)
 
 
 def _log(outdir):
@@ -118,33 +100,33 @@ def test_ctrl_c_snapshots_and_exits_130(data, tmp_path, monkeypatch):
 
 
 def test_resume_without_a_run_fails_cleanly(data, tmp_path):
-    _assert_clean_failure(_run(data, "--outdir", tmp_path / "nothing", "--resume", *QUICK), "no run to resume")
+    assert_clean_failure(_run(data, "--outdir", tmp_path / "nothing", "--resume", *QUICK), "no run to resume")
 
 
 def test_resume_with_another_cfg_or_res_fails_cleanly(data, tmp_path):
     out = tmp_path / "run"
     assert _run(data, "--outdir", out, *QUICK).exit_code == 0
-    _assert_clean_failure(_run(data, "--outdir", out, "--resume", "--cfg", "portraits64"), "--cfg tiny")
-    _assert_clean_failure(_run(data, "--outdir", out, "--resume", "--res", "64"), "--res 32")
+    assert_clean_failure(_run(data, "--outdir", out, "--resume", "--cfg", "portraits64"), "--cfg tiny")
+    assert_clean_failure(_run(data, "--outdir", out, "--resume", "--res", "64"), "--res 32")
 
 
 def test_a_used_outdir_without_resume_fails_cleanly(data, tmp_path):
     out = tmp_path / "run"
     assert _run(data, "--outdir", out, *QUICK).exit_code == 0
-    _assert_clean_failure(_run(data, "--outdir", out, *QUICK), "already holds a run")
+    assert_clean_failure(_run(data, "--outdir", out, *QUICK), "already holds a run")
 
 
 def test_bad_cfg_fails_cleanly(data, tmp_path):
-    _assert_clean_failure(_run(data, "--outdir", tmp_path / "run", "--cfg", "huge"), "unknown preset")
+    assert_clean_failure(_run(data, "--outdir", tmp_path / "run", "--cfg", "huge"), "unknown preset")
 
 
 @pytest.mark.parametrize("flag, value", [("--snap", "0"), ("--tick", "0"), ("--kimg", "0"), ("--batch", "0")])
 def test_bad_intervals_fail_cleanly(data, tmp_path, flag, value):
     args = [data, "--outdir", tmp_path / "run", "--cfg", "tiny", flag, value]
-    _assert_clean_failure(_run(*args), "must be at least")
+    assert_clean_failure(_run(*args), "must be at least")
 
 
 def test_empty_data_folder_fails_cleanly(tmp_path):
     (tmp_path / "empty").mkdir()
-    _assert_clean_failure(_run(tmp_path / "empty", "--outdir", tmp_path / "run", *QUICK), "no images")
-    _assert_clean_failure(_run(tmp_path / "missing", "--outdir", tmp_path / "run2", *QUICK), "not a folder")
+    assert_clean_failure(_run(tmp_path / "empty", "--outdir", tmp_path / "run", *QUICK), "no images")
+    assert_clean_failure(_run(tmp_path / "missing", "--outdir", tmp_path / "run2", *QUICK), "not a folder")

@@ -8,7 +8,6 @@ import math
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from detectors import calibration as calmod
@@ -24,6 +23,7 @@ from detectors.calibration import (
     verdict_thresholds,
 )
 from generator.errors import SGProjectError
+from tests.detectors.helpers import offline_environment
 
 IDENTITY = dict(model_sha256="a" * 64, model_name="tiny", projector={"space": "w", "num_steps": 30},
                 projector_fingerprint="f" * 16, perceptual="lpips-vgg16:random-seed0", align=False)
@@ -31,15 +31,9 @@ IDENTITY = dict(model_sha256="a" * 64, model_name="tiny", projector={"space": "w
 
 @pytest.fixture(autouse=True, scope="module")
 def _environment(tmp_path_factory):
-    """Offline LPIPS, a private cache, and one torch thread: on a shared 2-core machine two threads waiting on each
-    other make a projection step several times slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("SGPROJECT_OFFLINE", "1")
-        mp.setenv("SGPROJECT_CACHE", str(tmp_path_factory.mktemp("cache")))
+    """Offline LPIPS, a private cache, and one torch thread."""
+    with offline_environment(tmp_path_factory.mktemp("cache")):
         yield
-    torch.set_num_threads(before)
 
 
 def _synthetic(n: int, lpips: float, rng: np.random.Generator, spread: float = 0.2) -> list[dict]:

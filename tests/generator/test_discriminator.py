@@ -5,15 +5,14 @@ import torch
 
 from generator.checkpoint import tiny_config
 from generator.discriminator import Discriminator, DiscriminatorConfig, minibatch_stddev
+from tests.generator.helpers import one_torch_thread
 
 
 @pytest.fixture(scope="module", autouse=True)
 def one_thread():
     """One torch thread: on a shared CPU, oversubscribed OpenMP threads make small ops many times slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+    with one_torch_thread():
+        yield
 
 
 @pytest.fixture(scope="module")

@@ -17,15 +17,14 @@ from generator.losses import (
     sample_ws,
 )
 from generator.networks import Generator
+from tests.generator.helpers import one_torch_thread
 
 
 @pytest.fixture(scope="module", autouse=True)
 def one_thread():
     """One torch thread: on a shared CPU, oversubscribed OpenMP threads make small ops many times slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+    with one_torch_thread():
+        yield
 
 
 def softplus(x: float) -> float:

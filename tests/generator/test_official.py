@@ -38,6 +38,7 @@ from generator.networks import Generator, GeneratorConfig
 from generator.official import is_official_file, load_official, load_official_cached, solve_channels
 from sgproject.app import app
 from tests.generator import official_writer as W
+from tests.generator.helpers import one_torch_thread
 
 CFG = GeneratorConfig(z_dim=32, w_dim=32, mapping_layers=2, resolution=32, channel_base=512, channel_max=32)
 PSI = 0.7
@@ -56,10 +57,8 @@ def _private_cache(tmp_path, monkeypatch):
 def _one_thread():
     """These networks are tiny: intra-op threads only add overhead, and on a busy 2-core machine their spin-waits
     make each forward pass 10-30x slower. Restored after each test."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+    with one_torch_thread():
+        yield
 
 
 @lru_cache(maxsize=None)

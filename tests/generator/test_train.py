@@ -32,6 +32,7 @@ from generator.train import (
     train_step,
     update_ema,
 )
+from tests.generator.helpers import one_torch_thread
 
 BATCH = 4
 ROOT = Path(__file__).resolve().parents[2]
@@ -40,10 +41,8 @@ ROOT = Path(__file__).resolve().parents[2]
 @pytest.fixture(scope="module", autouse=True)
 def one_thread():
     """One torch thread: on a shared CPU, oversubscribed OpenMP threads make these tiny steps 10-20x slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+    with one_torch_thread():
+        yield
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -28,16 +28,15 @@ from generator.unpickle import (
     to_tensor,
 )
 from tests.generator.official_writer import GlobalRef, Pickler, dumps, randomize, write_ada_pkl, write_rosinality_pt
+from tests.generator.helpers import one_torch_thread
 
 
 @pytest.fixture(autouse=True)
 def _one_thread():
     """These networks are tiny: intra-op threads only add overhead, and on a busy 2-core machine their spin-waits
     make each forward pass 10-30x slower. Restored after each test."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+    with one_torch_thread():
+        yield
 
 
 class Call:
