@@ -69,7 +69,7 @@ def train(
         if not (outdir / STATE_FILE).exists() or not saved.exists():
             fail(f"--resume: {outdir} holds no run to resume (no {STATE_FILE})")
         d = json.loads(saved.read_text())
-        d.update(kimg=kimg, snap_kimg=snap, tick_kimg=tick)
+        d.update(kimg=kimg, snap_kimg=snap, tick_kimg=tick, outdir=str(outdir))  # the folder may have moved
         config = TrainConfig(**d)
         # The networks of a run are fixed: a contradicting option is an error, not something to ignore silently.
         if cfg is not None and cfg != config.preset:
