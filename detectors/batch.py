@@ -211,11 +211,13 @@ class Detector:
         results_path = report_dir / (RESULTS if d.world == 1 else f"results.rank{d.rank}.jsonl")
 
         done: dict[str, dict] = {}
+        self._judged: set[tuple[str, str]] = set()  # (path, sha256) that already have a row: not repeated
         if resume:
             for f in [report_dir / RESULTS, *sorted(report_dir.glob("results.rank*.jsonl"))]:
                 for row in read_results(f):
-                    if row["settings_key"] == self.settings_key and row["sha256"]:
+                    if row["settings_key"] == self.settings_key and row["sha256"] and row["status"] == "ok":
                         done.setdefault(row["sha256"], row)
+                        self._judged.add((row["path"], row["sha256"]))
         elif d.main:
             for f in [report_dir / RESULTS, *report_dir.glob("results.rank*.jsonl")]:
                 f.unlink(missing_ok=True)
@@ -238,7 +240,7 @@ class Detector:
                         on_result(row)
 
                 for path, reason in mine_skipped:
-                    emit(self.error_row(Path(path), reason, d))
+                    emit(self.error_row(Path(path), _load_error(Path(path), reason), d))
                 for batch in self._batches(mine, done, emit, d):
                     targets = to_tensor([p.pixels for p in batch])
                     scores = score_batch(
@@ -267,7 +269,7 @@ class Detector:
             sha = p.image.sha256
             if sha in done:
                 prev = done[sha]
-                if prev["path"] != str(path):  # same content under another name: reuse the judgement
+                if (str(path), sha) not in self._judged:  # same content under another name: reuse the judgement
                     emit({**prev, "path": str(path), "rank": d.rank, "time": now_iso(),
                           "notes": list(prev.get("notes") or []) + [f"same content as {prev['path']}"]})
                 continue
@@ -321,10 +323,9 @@ class Detector:
             barrier(d)
         all_rows = rows
         if d.main:
-            if d.world > 1:
-                all_rows = _merge_rank_files(report_dir)
-            else:
-                all_rows = read_results(report_dir / RESULTS)
+            # One row per path, latest wins (also for one process: a resumed run appends retried errors and
+            # rows made with other settings after the old ones).
+            all_rows = _merge_rank_files(report_dir)
             run_info = self.run_info(command, started, d, partial=interrupted)
             write_json_atomic(report_dir / RUN, run_info)
             reports = _write_reports(report_dir, all_rows, run_info, formats, interrupted)
@@ -349,6 +350,18 @@ def _merge_rank_files(report_dir: Path) -> list[dict]:
     for f in report_dir.glob("results.rank*.jsonl"):
         f.unlink()
     return rows
+
+
+def _load_error(path: Path, reason: str) -> str:
+    """The loader's own reason for a file the folder walk found unloadable ('empty file', 'looks like HTML'),
+    else the walk's."""
+    try:
+        read_rgb(path)
+    except ImageLoadError as e:
+        return str(e)
+    except Exception:
+        pass
+    return reason
 
 
 def _write_reports(report_dir: Path, rows: list[dict], run_info: dict, formats, partial: bool) -> dict:

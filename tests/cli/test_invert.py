@@ -156,3 +156,17 @@ def test_early_stop_and_seed_reach_the_projector(tmp_path):
     assert s["seed"] == 3 and s["projector"]["early_stop"] == 1
     assert rec["steps"] == len(json.loads((out / "face" / "trace.json").read_text()))
     assert rec["stopped_early"] == (rec["steps"] < 30)
+
+
+def test_align_writes_aligned_png_and_records_it(tmp_path):
+    img = tmp_path / "face.png"
+    Image.fromarray(render_portrait(0, 0, 128)[0]).save(img)
+    out = tmp_path / "out"
+    r = _run(img, "--model", "tiny", "--steps", "5", "--outdir", out, "--align")
+    assert r.exit_code == 0, r.output
+    with Image.open(out / "face" / "aligned.png") as im:
+        assert im.size == (32, 32)
+    s = json.loads((out / "face" / "summary.json").read_text())
+    assert s["alignment"]["resolution"] == 32 and "aligned" in s["alignment"]
+    assert np.array_equal(np.asarray(Image.open(out / "face" / "aligned.png")),
+                          np.asarray(Image.open(out / "face" / "target.png")))

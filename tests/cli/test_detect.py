@@ -1,0 +1,166 @@
+"""`sgproject detect`, through typer's CliRunner (and torchrun in a subprocess), with the `tiny` model on the CPU."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from detectors.calibration import fit_calibration
+from detectors.results import read_results
+from generator import load_generator
+from generator.portraits import render_portrait
+from projector.perceptual import ENV_WEIGHTS, load_perceptual
+from projector.project import ProjectorConfig
+from tests.cli.helpers import assert_clean_failure, clean_lines, run
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(autouse=True)
+def offline(monkeypatch, tmp_path):
+    monkeypatch.setenv("SGPROJECT_OFFLINE", "1")
+    monkeypatch.setenv("SGPROJECT_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
+    monkeypatch.delenv(ENV_WEIGHTS, raising=False)
+
+
+def _detect(*args):
+    return run("detect", *args, "--device", "cpu")
+
+
+def _images(folder: Path, n: int, size: int = 32) -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    out = []
+    for i in range(n):
+        rng = np.random.default_rng(i)
+        small = Image.fromarray(rng.integers(0, 256, (4, 4, 3), dtype=np.uint8))
+        p = folder / f"img{i}.png"
+        small.resize((size, size), Image.Resampling.BICUBIC).save(p)
+        out.append(p)
+    return out
+
+
+def test_detect_writes_everything(tmp_path):
+    paths = _images(tmp_path / "in", 2)
+    (tmp_path / "in" / "bad.png").write_bytes(b"")
+    rep = tmp_path / "rep"
+    r = _detect(tmp_path / "in", "--model", "tiny", "--steps", "5", "--report", rep, "--no-calibration")
+    assert r.exit_code == 2, r.output  # one file could not be judged, nothing flagged
+    for name in ("results.jsonl", "run.json", "report.html", "report.json", "report.csv"):
+        assert (rep / name).is_file(), name
+    assert any((rep / "assets").iterdir())
+    rows = read_results(rep / "results.jsonl")
+    assert sorted(r_["path"] for r_ in rows) == sorted([str(p) for p in paths] + [str(tmp_path / "in" / "bad.png")])
+    lines = clean_lines(r.output)
+    for p in [*paths, tmp_path / "in" / "bad.png"]:
+        assert sum(str(p) in line for line in lines) == 1, (p, r.output)
+    assert json.loads((rep / "run.json").read_text())["partial"] is False
+
+
+def test_json_lines_and_csv_only(tmp_path):
+    paths = _images(tmp_path / "in", 2)
+    rep = tmp_path / "rep"
+    r = _detect(tmp_path / "in", "--model", "tiny", "--steps", "5", "--report", rep, "--no-calibration",
+                "--json", "--format", "csv")
+    assert r.exit_code == 0, r.output
+    rows = [json.loads(line) for line in clean_lines(r.stdout)]
+    assert sorted(row["path"] for row in rows) == sorted(map(str, paths))
+    assert all(row["status"] == "ok" and row["features"]["lpips"] > 0 for row in rows)
+    assert (rep / "report.csv").is_file()
+    assert not (rep / "report.html").exists() and not (rep / "report.json").exists()
+
+
+def test_bad_format_and_missing_path_exit_2(tmp_path):
+    _images(tmp_path / "in", 1)
+    r = _detect(tmp_path / "in", "--model", "tiny", "--steps", "2", "--report", tmp_path / "rep",
+                "--no-calibration", "--format", "pdf")
+    assert_clean_failure(r, "--format")
+    r = _detect(tmp_path / "nope", "--model", "tiny", "--steps", "2", "--report", tmp_path / "rep",
+                "--no-calibration")
+    assert_clean_failure(r, "nope")
+    assert not (tmp_path / "rep" / "results.jsonl").exists()
+
+
+def test_resume_skips_judged_images(tmp_path):
+    _images(tmp_path / "in", 2)
+    rep = tmp_path / "rep"
+    args = (tmp_path / "in", "--model", "tiny", "--steps", "5", "--report", rep, "--no-calibration")
+    assert _detect(*args).exit_code == 0
+    before = (rep / "results.jsonl").read_text()
+    r = _detect(*args, "--resume", "--json")
+    assert r.exit_code == 0, r.output
+    assert clean_lines(r.stdout) == []  # nothing new judged
+    assert (rep / "results.jsonl").read_text() == before
+    assert "2 files" in r.stderr
+
+
+def _calibration_file(path: Path, steps: int, t_generated: float, t_real: float) -> Path:
+    G, info = load_generator("tiny", "cpu")
+    perceptual = load_perceptual(device="cpu")
+    cfg = ProjectorConfig(num_steps=steps)
+    cal = fit_calibration([{"lpips": 0.01 * (1 + 0.1 * i)} for i in range(4)],
+                          [{"lpips": 0.1 * (1 + 0.1 * i)} for i in range(4)], kind="threshold",
+                          model_sha256=info.sha256, model_name=info.name, projector=cfg.to_dict(),
+                          projector_fingerprint=cfg.fingerprint(), perceptual=perceptual.identity)
+    cal.t_generated, cal.t_real = t_generated, t_real
+    return cal.save(path)
+
+
+def test_exit_codes_with_calibration(tmp_path):
+    _images(tmp_path / "in", 1)
+    flag = _calibration_file(tmp_path / "flag.json", 5, 0.0, -1.0)
+    clear = _calibration_file(tmp_path / "clear.json", 5, 2.0, 1.0)
+    base = ("--model", "tiny", "--steps", "5", "--batch-size", "1")
+    r = _detect(tmp_path / "in", *base, "--report", tmp_path / "r1", "--calibration", flag, "--json")
+    assert r.exit_code == 1, r.output
+    assert json.loads(clean_lines(r.stdout)[0])["verdict"] == "generated"
+    r = _detect(tmp_path / "in", *base, "--report", tmp_path / "r0", "--calibration", clear)
+    assert r.exit_code == 0, r.output
+    (tmp_path / "in" / "bad.png").write_bytes(b"")
+    r = _detect(tmp_path / "in", *base, "--report", tmp_path / "r3", "--calibration", flag)
+    assert r.exit_code == 1, r.output  # flagged and errors: 1 wins
+    r = _detect(tmp_path / "in" / "bad.png", *base, "--report", tmp_path / "r2", "--calibration", flag)
+    assert r.exit_code == 2, r.output
+    # a calibration made with other settings is refused
+    r = _detect(tmp_path / "in", "--model", "tiny", "--steps", "6", "--report", tmp_path / "r4",
+                "--calibration", flag)
+    assert r.exit_code == 2 and "num_steps" in r.stderr, r.output
+
+
+def test_align_records_the_alignment(tmp_path):
+    img = tmp_path / "in" / "face.png"
+    img.parent.mkdir()
+    Image.fromarray(render_portrait(0, 0, 128)[0]).save(img)
+    rep = tmp_path / "rep"
+    r = _detect(img, "--model", "tiny", "--steps", "5", "--report", rep, "--no-calibration", "--align")
+    assert r.exit_code == 0, r.output
+    (row,) = read_results(rep / "results.jsonl")
+    assert row["status"] == "ok" and row["alignment"] is not None
+    assert row["alignment"]["resolution"] == 32 and "aligned" in row["alignment"]
+    assert json.loads((rep / "run.json").read_text())["align"] is True
+
+
+def test_torchrun_two_processes(tmp_path):
+    paths = _images(tmp_path / "in", 4)
+    rep = tmp_path / "rep"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "SGPROJECT_OFFLINE": "1"}
+    torchrun = Path(sys.executable).with_name("torchrun")
+    p = subprocess.run([str(torchrun), "--nproc_per_node=2", "--standalone", "-m", "sgproject", "detect",
+                        str(tmp_path / "in"), "--model", "tiny", "--steps", "3", "--report", str(rep),
+                        "--no-calibration", "--device", "cpu"],
+                       cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stdout + p.stderr
+    rows = read_results(rep / "results.jsonl")
+    assert sorted(r["path"] for r in rows) == sorted(map(str, paths))
+    assert {r["rank"] for r in rows} == {0, 1}
+    assert not list(rep.glob("results.rank*.jsonl"))
+    for name in ("report.html", "report.json", "report.csv", "run.json"):
+        assert (rep / name).is_file(), name
+    assert json.loads((rep / "run.json").read_text())["world_size"] == 2
