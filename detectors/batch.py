@@ -31,6 +31,7 @@ from detectors.images import ImageLoadError, RGBImage, find_images, fit_to_resol
 from detectors.results import ResultsWriter, make_row, now_iso, read_results, write_json_atomic
 from detectors.scoring import ImageScore, score_batch
 from generator.checkpoint import ModelInfo
+from generator.distributed import Dist, barrier, init_distributed
 from generator.networks import Generator
 from projector.perceptual import PerceptualDistance
 from projector.project import ProjectorConfig
@@ -38,35 +39,6 @@ from projector.project import ProjectorConfig
 RESULTS = "results.jsonl"
 RUN = "run.json"
 ASSETS = "assets"
-
-
-@dataclass
-class Dist:
-    rank: int = 0
-    world: int = 1
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-
-def init_distributed() -> Dist:
-    """torchrun's rank and world size; a gloo group is used only to wait for the other processes."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return Dist()
-    import torch.distributed as dist
-
-    if not dist.is_initialized():
-        dist.init_process_group(backend="gloo")
-    return Dist(dist.get_rank(), dist.get_world_size())
-
-
-def barrier(d: Dist) -> None:
-    if d.world > 1:
-        import torch.distributed as dist
-
-        dist.barrier()
 
 
 @dataclass

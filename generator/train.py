@@ -29,6 +29,7 @@ import torch
 from generator.checkpoint import save_generator
 from generator.datasets import ImageDataset, open_dataset
 from generator.discriminator import Discriminator, DiscriminatorConfig
+from generator.distributed import Dist, barrier, init_distributed
 from generator.errors import SGProjectError
 from generator.losses import (
     d_logistic_loss,
@@ -148,32 +149,6 @@ class TrainConfig:
 
 
 # ---------------------------------------------------------------------------------------------- distributed
-
-
-@dataclass
-class Dist:
-    rank: int = 0
-    world: int = 1
-
-    @property
-    def enabled(self) -> bool:
-        return self.world > 1
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-
-def init_distributed(device: torch.device) -> Dist:
-    """Join the process group torchrun describes in the environment; a single process otherwise."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return Dist()
-    import torch.distributed as dist
-
-    if not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
-    return Dist(rank=dist.get_rank(), world=dist.get_world_size())
 
 
 def average_gradients(module: torch.nn.Module, d: Dist) -> None:
@@ -517,10 +492,7 @@ def train(
         if stop:
             event = "done" if done else "interrupted"
             break
-    if d.enabled:
-        import torch.distributed as dist
-
-        dist.barrier()
+    barrier(d)
     st.last_event = event  # type: ignore[attr-defined]
     return st
 
