@@ -47,7 +47,9 @@ MAX_PIXELS = 178_956_970
 MIN_SIDE = 16  # smallest side, in pixels, worth judging: below this there is nothing for a projector to fit
 
 # Extensions that make a non-image file found in a folder worth reporting rather than silently ignoring.
-IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif"})
+# Extensions of files a user expects to be judged. HEIC/HEIF and AVIF (phone photos) cannot be decoded here, but a
+# folder walk must report them (with the loader's "convert it" message) rather than pass over them in silence.
+IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif", ".heic", ".heif", ".avif"})
 
 _PIL_FORMAT = {"png": "PNG", "jpeg": "JPEG", "webp": "WEBP", "bmp": "BMP", "tiff": "TIFF", "gif": "GIF"}
 _DISPLAY = {"png": "PNG", "jpeg": "JPEG", "webp": "WebP", "bmp": "BMP", "tiff": "TIFF", "gif": "GIF"}

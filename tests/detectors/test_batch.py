@@ -107,10 +107,8 @@ def test_every_bad_file_gets_the_right_status(parts, tmp_path):
     res = _detector(parts, steps=2, batch_size=8).run([folder], tmp_path / "report")
     assert not res.interrupted
     rows = _by_path(read_results(tmp_path / "report" / "results.jsonl"))
-    # photo.heic: the folder walk ignores a file that neither sniffs as an image nor has an image suffix
-    # (detectors/images.py); named explicitly it gets its error row, checked below.
-    want = {str(folder / name): exp for name, exp in expected.items()
-            if not name.startswith(".") and name != "photo.heic"}
+    # photo.heic cannot be decoded, but a walked phone photo must get its error row, not vanish from the report
+    want = {str(folder / name): exp for name, exp in expected.items() if not name.startswith(".")}
     assert set(rows) == set(want)  # hidden files absent, loop/inner.png once (the link loop ended)
     for path, exp in want.items():
         row = rows[path]

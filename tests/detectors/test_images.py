@@ -384,7 +384,8 @@ def test_find_images_on_bad_files(bad: tuple[Path, dict[str, str | None]]) -> No
     names = {p.relative_to(folder).as_posix() for p in found}
     assert ".hidden.png" not in names and "loop/inner.png" in names
     assert not any("parent" in p.parts for p in found)  # the loop link was not walked again
-    assert {p.name for p, _ in skipped} == {"empty.png", "text.png", "webpage.jpg"}
-    assert "photo.heic" not in names  # not an image signature, and not an image extension: ignored
+    # photo.heic cannot be decoded, but it is a photo a user expects to see judged: reported, not ignored
+    assert {p.name for p, _ in skipped} == {"empty.png", "text.png", "webpage.jpg", "photo.heic"}
+    assert "photo.heic" not in names
     loadable = {n for n, m in expected.items() if m is None and not n.startswith(".")}
     assert loadable <= names
