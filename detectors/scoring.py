@@ -90,8 +90,9 @@ def score_batch(
     with torch.no_grad():
         recon = torch.from_numpy(np.stack(matched)).permute(0, 3, 1, 2).float().div(127.5).sub(1).to(device)
         tgt = targets.to(device, torch.float32)
-        spatial = perceptual.spatial_map(recon, tgt).cpu()  # [N, 1, h, w]
-        dist = perceptual.distance_to(recon, perceptual.features(tgt)).cpu()
+        target_feats = perceptual.features(tgt)  # once, for both the map and the distance
+        spatial = perceptual.distance_to(recon, target_feats, spatial=True).cpu()  # [N, 1, h, w]
+        dist = perceptual.distance_to(recon, target_feats).cpu()
         _, psnr = mse_psnr(recon.cpu(), tgt.cpu())
     out = []
     for i, p in enumerate(projections):
