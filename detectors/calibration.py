@@ -51,6 +51,7 @@ CALIBRATIONS_DIR = Path(__file__).parent / "calibrations"  # bundled calibration
 L2 = 1.0  # ridge strength on the standardised coefficients, in units of one (weighted) sample
 CV_FOLDS = 5  # folds of the held-out estimate (fewer when a class has fewer images)
 MAX_FPR = 0.01  # at most this fraction of the calibration's reals may be called 'generated' (and vice versa)
+CONSTANT_SPREAD = 1e-5  # relative spread below which a feature is constant (float32 rounding is ~1e-7 per op)
 Z_CLIP = 8.0  # standardised features are clipped to +-Z_CLIP: far outside the data, extrapolation stops
 HIST_BINS = 20
 
@@ -182,8 +183,20 @@ def _standardise_fit(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         if len(col):
             mean[j] = col.mean()
             s = col.std()
-            std[j] = s if s > 1e-12 * max(1.0, abs(mean[j])) else 1.0
+            std[j] = s if s > CONSTANT_SPREAD * max(1.0, abs(mean[j])) else 1.0
     return mean, std
+
+
+def constant_features(x: np.ndarray, features: Sequence[str]) -> dict[str, float]:
+    """Features whose finite values do not spread beyond float32 rounding: {name: spread}. They carry no
+    information, and standardising them would blow rounding noise up into a fake signal."""
+    out = {}
+    for j, name in enumerate(features):
+        col = x[np.isfinite(x[:, j]), j]
+        s = float(col.std()) if len(col) else 0.0
+        if s <= CONSTANT_SPREAD * max(1.0, abs(float(col.mean())) if len(col) else 1.0):
+            out[name] = s
+    return out
 
 
 def _standardise(x: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
@@ -492,6 +505,13 @@ def fit_calibration(
     if not features:
         raise CalibrationError("no features to calibrate on")
     xg, xr = feature_matrix(gen, features), feature_matrix(real, features)
+    dropped = constant_features(np.r_[xg, xr], features) if kind == "logistic" else {}
+    if dropped:
+        keep = [j for j, f in enumerate(features) if f not in dropped]
+        if not keep:
+            raise CalibrationError(f"every feature is constant over these images ({', '.join(features)})")
+        features = [features[j] for j in keep]
+        xg, xr = xg[:, keep], xr[:, keep]
     mean, std, coef, b = _fit_raw(xg, xr)
     threshold_lpips = None
     if kind == "threshold" and coef[0] >= 0:
@@ -517,6 +537,7 @@ def fit_calibration(
         "n_generated": ng,
         "n_real": len(xr),
         "min_resolvable_fpr": 1.0 / len(xr),  # below this the reals cannot show a false-positive rate
+        "dropped_constant_features": dropped,  # no spread over the calibration images: left out of the fit
         "nonfinite": {f: int((~np.isfinite(np.r_[xg, xr][:, j])).sum()) for j, f in enumerate(features)},
         "histograms": _histograms(gen_lpips, real_lpips),
     }

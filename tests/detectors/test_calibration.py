@@ -38,7 +38,8 @@ def _environment(tmp_path_factory):
 
 def _synthetic(n: int, lpips: float, rng: np.random.Generator, spread: float = 0.2) -> list[dict]:
     return [{"lpips": float(rng.lognormal(math.log(lpips), spread)), "psnr": float(rng.normal(20, 2)),
-             "w_typicality": float(rng.normal(1, 0.1)), "noise_gaussianity": 0.36} for _ in range(n)]
+             "w_typicality": float(rng.normal(1, 0.1)),
+             "noise_gaussianity": 0.36 + float(rng.normal(0, 1e-8))} for _ in range(n)]  # constant up to rounding
 
 
 @pytest.fixture(scope="module")
@@ -100,12 +101,13 @@ def test_default_features_are_the_scores_features():
 
 def test_logistic_separates_separable_data(separable, separable_cal):
     cal = separable_cal
-    assert cal.kind == "logistic" and cal.features == ["lpips", "psnr", "w_typicality", "noise_gaussianity"]
+    assert cal.kind == "logistic" and cal.features == ["lpips", "psnr", "w_typicality"]
+    # constant up to float rounding: left out, so rounding noise cannot become a fake signal
+    assert list(cal.metrics["dropped_constant_features"]) == ["noise_gaussianity"]
     assert cal.metrics["train"]["auc"] == 1.0
     assert cal.metrics["auc"] == 1.0 and cal.metrics["estimate"] == "5-fold cross-validation"
     assert cal.metrics["tpr_at_1fpr"] == 1.0
     assert all(math.isfinite(c) for c in cal.coef) and cal.coef[0] < 0  # L2 keeps it finite; low lpips = generated
-    assert cal.std[3] == 1.0  # a constant feature does not blow up the standardisation
     gen, real = separable
     assert all(cal.verdict(cal.probability(f)) == "generated" for f in gen)
     assert all(cal.verdict(cal.probability(f)) == "real" for f in real)
@@ -329,3 +331,15 @@ def test_calibration_separates_tiny_images_from_unrelated_ones(tiny, tmp_path):
     assert roc_auc(-np.r_[lp_gen, lp_real], np.r_[np.ones(n), np.zeros(n)]) >= 0.9
     assert cal.metrics["train"]["auc"] >= 0.9 and cal.metrics["auc"] >= 0.8
     assert plot_calibration(cal, feats[:n], feats[n:], tmp_path / "e2e.png").exists()
+
+
+def test_a_feature_that_varies_is_kept_and_all_constant_is_an_error():
+    rng = np.random.default_rng(5)
+    gen, real = _synthetic(20, 0.02, rng), _synthetic(20, 0.1, rng)
+    for f in gen + real:
+        f["noise_gaussianity"] = float(rng.normal(0.36, 0.01))
+    cal = fit_calibration(gen, real)
+    assert cal.features == ["lpips", "psnr", "w_typicality", "noise_gaussianity"]
+    assert cal.metrics["dropped_constant_features"] == {}
+    with pytest.raises(CalibrationError, match="constant"):
+        fit_calibration([{"lpips": 0.1}] * 3, [{"lpips": 0.1}] * 3, features=("lpips",))
