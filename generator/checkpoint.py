@@ -133,9 +133,12 @@ def load_safetensors_generator(path: str | Path, device: str | torch.device = "c
     header = read_header(path)
     try:
         cfg = GeneratorConfig.from_dict(header["config"])
-        G = Generator(cfg, seed=None)  # impossible sizes (negative, fractional) only fail when the layers are built
+        with torch.device("meta"):  # shapes only: a crafted config cannot make us allocate before the check
+            shapes = {k: tuple(v.shape) for k, v in Generator(cfg, seed=None).state_dict().items()}
     except (KeyError, TypeError, ValueError, RuntimeError) as e:
         raise CheckpointError(f"{path}: invalid generator config ({_one_line(e)})") from None
+    _check_shapes(shapes, _file_shapes(path), str(path))
+    G = Generator(cfg, seed=None)
     try:
         tensors = load_file(str(path))
     except Exception as e:
@@ -143,6 +146,32 @@ def load_safetensors_generator(path: str | Path, device: str | torch.device = "c
     _load_state_checked(G, tensors, str(path))
     G.eval().requires_grad_(False).to(device)
     return G, ModelInfo(name=path.stem, path=path, sha256=file_sha256(path), info=header.get("info", {}))
+
+
+def _file_shapes(path: Path) -> dict[str, tuple[int, ...]]:
+    """Tensor shapes from a safetensors file's header, without reading the tensors."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+    except Exception as e:
+        raise CheckpointError(f"{path}: the weights cannot be read, the file may be truncated ({_one_line(e)})") from None
+
+
+def _check_shapes(expected: dict[str, tuple[int, ...]], found: dict[str, tuple[int, ...]], where: str) -> None:
+    missing = sorted(set(expected) - set(found))
+    unexpected = sorted(set(found) - set(expected))
+    if missing or unexpected:
+        parts = []
+        if missing:
+            parts.append(f"missing {len(missing)} tensors (e.g. {missing[0]})")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected tensors (e.g. {unexpected[0]})")
+        raise CheckpointError(f"{where}: weights do not match the config: " + ", ".join(parts))
+    for k, v in expected.items():
+        if tuple(found[k]) != tuple(v):
+            raise CheckpointError(f"{where}: {k} has shape {list(found[k])}, the config needs {list(v)}")
 
 
 def _load_state_checked(G: Generator, tensors: dict[str, torch.Tensor], where: str) -> None:

@@ -1,6 +1,7 @@
 """Release pipeline of the bundled `portraits-64` model: snapshot -> package weights, model card, samples, grid.
 
     python tools/build_bundle.py RUN_DIR [--network network-latest.safetensors] [--samples-only]
+    python tools/build_bundle.py --evaluation --fid fid.json --bench bench/results/detect.json
 
 1. copies RUN_DIR/NETWORK to generator/weights/portraits-64.safetensors, with the model card in its header and in
    generator/weights/portraits-64.json (config, data recipe, kimg, wall time, hardware);
@@ -9,6 +10,8 @@
    procedural portraits of set 1, which training never saw: it used set 0) and labels.csv.
 
 Calibration and accuracy figures are separate steps (`sgproject calibrate`, bench/detect.py): they take long.
+`--evaluation` then adds them to the model card JSON beside the weights (generator/weights/portraits-64.json, key
+"evaluation"); the weights file itself is not touched, so its sha256, which the calibration names, stays the same.
 """
 
 from __future__ import annotations
@@ -95,12 +98,56 @@ def build_grid_and_samples() -> None:
     print(f"wrote {len(rows)} samples and labels.csv; grid docs/portraits64_grid.png ({info.sha256[:12]})")
 
 
+def write_evaluation(fid_path: Path | None, bench_path: Path | None) -> None:
+    """Add measured figures to the card JSON beside the weights (not to the weights' header: see the docstring)."""
+    from detectors.calibration import Calibration, bundled_calibration_path
+
+    weights = WEIGHTS_DIR / f"{NAME}.safetensors"
+    G, info = load_safetensors_generator(weights)
+    card_path = weights.with_suffix(".json")
+    card = json.loads(card_path.read_text())
+    ev: dict = {"model_sha256": info.sha256}
+    cal_path = bundled_calibration_path(NAME)
+    if cal_path is not None:
+        cal = Calibration.load(cal_path)
+        if cal.model_sha256 != info.sha256:
+            sys.exit(f"{cal_path} is for another model ({cal.model_sha256[:12]}): recalibrate first")
+        m = cal.metrics
+        ev["calibration"] = {
+            "file": str(cal_path.relative_to(ROOT)), "n_generated": cal.n_generated, "n_real": cal.n_real,
+            "steps": cal.projector.get("num_steps"), "perceptual": cal.perceptual, "features": cal.features,
+            "estimate": m.get("estimate"), "auc": m.get("auc"), "tpr_at_1fpr": m.get("tpr_at_1fpr"),
+            "tpr_at_5fpr": m.get("tpr_at_5fpr"), "auc_on_calibration_data": m["train"]["auc"],
+        }
+    if fid_path is not None:
+        fid = json.loads(fid_path.read_text())
+        if fid.get("model_sha256", info.sha256) != info.sha256:
+            sys.exit(f"{fid_path} measured another model")
+        ev["fid"] = fid
+    if bench_path is not None:
+        bench = json.loads(bench_path.read_text())
+        if bench["sha256"] != info.sha256:
+            sys.exit(f"{bench_path} measured another model ({bench['sha256'][:12]})")
+        ev["detection_benchmark"] = {"script": "bench/detect.py", "file": str(bench_path), "steps": bench["steps"],
+                                     "perceptual": bench["perceptual"], "machine": bench["machine"],
+                                     "figures": bench["figures"]}
+    card["evaluation"] = ev
+    card_path.write_text(json.dumps(card, indent=2) + "\n")
+    print(f"wrote the evaluation into {card_path}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("run_dir", type=Path, nargs="?")
     ap.add_argument("--network", default="network-latest.safetensors")
     ap.add_argument("--samples-only", action="store_true", help="Keep the packaged weights; redo grid and samples.")
+    ap.add_argument("--evaluation", action="store_true", help="Only add measured figures to the card JSON.")
+    ap.add_argument("--fid", type=Path, help="with --evaluation: `sgproject metrics --json` output")
+    ap.add_argument("--bench", type=Path, help="with --evaluation: `bench/detect.py --out` output")
     args = ap.parse_args()
+    if args.evaluation:
+        write_evaluation(args.fid, args.bench)
+        return
     if not args.samples_only:
         if args.run_dir is None:
             ap.error("RUN_DIR is needed unless --samples-only")

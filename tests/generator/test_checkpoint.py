@@ -192,6 +192,21 @@ def test_invalid_config(saved, tmp_path):
     _assert_refused(_rewrite(saved, tmp_path / "c.safetensors", header=missing), "invalid generator config")
 
 
+def test_huge_config_is_refused_before_anything_is_allocated(saved, tmp_path, monkeypatch):
+    # A 65536 px, 512-channel config would need gigabytes; the shapes are compared on the meta device first.
+    huge = lambda h: {**h, "config": {**h["config"], "resolution": 65536, "channel_base": 1 << 30,  # noqa: E731
+                                      "channel_max": 512}}
+    p = _rewrite(saved, tmp_path / "huge.safetensors", header=huge)
+    import generator.checkpoint as ckpt
+
+    built = []
+    real_generator = ckpt.Generator
+    monkeypatch.setattr(ckpt, "Generator", lambda *a, **k: built.append(torch.get_default_device()) or
+                        real_generator(*a, **k))
+    _assert_refused(p, "weights do not match the config")
+    assert built and all(d.type == "meta" for d in built)  # never built for real
+
+
 def test_missing_tensor(saved, tmp_path):
     key = "synthesis.b16.conv0.affine.weight"
     p = _rewrite(saved, tmp_path / "x.safetensors", tensors=lambda t: {k: v for k, v in t.items() if k != key})
