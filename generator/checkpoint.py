@@ -175,20 +175,10 @@ def _check_shapes(expected: dict[str, tuple[int, ...]], found: dict[str, tuple[i
 
 
 def _load_state_checked(G: Generator, tensors: dict[str, torch.Tensor], where: str) -> None:
-    expected = G.state_dict()
-    missing = sorted(set(expected) - set(tensors))
-    unexpected = sorted(set(tensors) - set(expected))
-    if missing or unexpected:
-        parts = []
-        if missing:
-            parts.append(f"missing {len(missing)} tensors (e.g. {missing[0]})")
-        if unexpected:
-            parts.append(f"{len(unexpected)} unexpected tensors (e.g. {unexpected[0]})")
-        raise CheckpointError(f"{where}: weights do not match the config: " + ", ".join(parts))
-    for k, v in expected.items():
-        if tuple(tensors[k].shape) != tuple(v.shape):
-            raise CheckpointError(f"{where}: {k} has shape {list(tensors[k].shape)}, the config needs {list(v.shape)}")
-        if not torch.isfinite(tensors[k]).all():
+    _check_shapes({k: tuple(v.shape) for k, v in G.state_dict().items()},
+                  {k: tuple(v.shape) for k, v in tensors.items()}, where)
+    for k, v in tensors.items():
+        if not torch.isfinite(v).all():
             raise CheckpointError(f"{where}: {k} contains NaN or infinite values")
     G.load_state_dict(tensors, strict=True)
 
