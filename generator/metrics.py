@@ -1,8 +1,10 @@
 """Generator quality metrics: FID (Heusel et al. 2017) and PPL (Karras et al. 2019, 2020).
 
 FID is the Fréchet distance between Gaussian fits of image features of real and generated images. The features come
-from a `FeatureNetwork`: torchvision's Inception-v3 (2048-d pool features) for real measurements, or a small
-deterministic random conv net (`--feature-net random`) for smoke tests. torchvision's Inception weights
+from a `FeatureNetwork`: torchvision's Inception-v3 (2048-d pool features) for real measurements, the shipped
+portrait attribute network (generator/attrnet.py, `--feature-net portraits`: 256-d, trained by this project on the
+procedural portraits' ground truth; meaningful for portrait models, works offline), or a small deterministic random
+conv net (`--feature-net random`) for smoke tests. torchvision's Inception weights
 (`inception_v3_google-0cc3c7bd.pth`) are not the TF-Inception graph of the official FID code, so FIDs from here are
 comparable with each other, never with published FIDs. Every result names its feature network (`feature_net`,
 e.g. `inception-v3-torchvision:0cc3c7bd` or `random-conv64-seed0`).
@@ -42,7 +44,7 @@ INCEPTION_FILE = "inception_v3_google-0cc3c7bd.pth"
 INCEPTION_SHA_PREFIX = "0cc3c7bd"  # torchvision names its weight files by the first 8 hex digits of their sha256
 ENV_INCEPTION = "SGPROJECT_INCEPTION"
 ENV_OFFLINE = "SGPROJECT_OFFLINE"  # "1": never try to download (shared with projector/perceptual.py)
-FEATURE_NETS = ("inception", "random")
+FEATURE_NETS = ("inception", "portraits", "random")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -219,6 +221,7 @@ def resolve_inception(
     raise InceptionWeightsError(
         f"FID needs the Inception-v3 weights and none were found ({why}): download {INCEPTION_URL} and pass "
         f"--inception-weights FILE (or set ${ENV_INCEPTION}, or put it in {cached.parent}); "
+        "for portrait models, --feature-net portraits works offline (FIDs in its own feature space); "
         "for a smoke test that is not a real FID use --feature-net random"
     )
 
@@ -247,12 +250,17 @@ def load_feature_network(
     device: torch.device | str = "cpu",
     allow_download: bool | None = None,
 ) -> FeatureNetwork:
-    """`inception` (the real thing; raises without weights) or `random` (a labelled smoke-test network)."""
+    """`inception` (the real thing; raises without weights), `portraits` (the shipped portrait attribute network,
+    generator/attrnet.py: meaningful for portrait models, offline) or `random` (a labelled smoke-test network)."""
     if name == "inception":
         return load_inception(inception_weights, device, allow_download=allow_download)
+    if name == "portraits":
+        from generator.attrnet import load_attribute_net
+
+        return load_attribute_net(device=device)
     if name == "random":
         return RandomConvFeatures().to(device)
-    raise MetricError(f"unknown feature network {name!r} (use {' or '.join(FEATURE_NETS)})")
+    raise MetricError(f"unknown feature network {name!r} (use {', '.join(FEATURE_NETS)})")
 
 
 # --------------------------------------------------------------------------------------------------------------- FID

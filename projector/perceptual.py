@@ -200,15 +200,20 @@ class PerceptualDistance(nn.Module):
     def distance_to(self, img: torch.Tensor, target_feats: list[torch.Tensor], *, spatial: bool = False) -> torch.Tensor:
         """LPIPS between `img` and precomputed target features: [N], or [N, 1, h, w] maps when `spatial`."""
         feats = self.features(img)
+        if not spatial:
+            return self.distance_between(feats, target_feats)
+        total = 0
+        size = target_feats[0].shape[-2:]
+        for lin, a, b in zip(self.lins, feats, target_feats):
+            total = total + F.interpolate(lin((a - b).square()), size=size, mode="bilinear", align_corners=False)
+        return total
+
+    def distance_between(self, feats: list[torch.Tensor], target_feats: list[torch.Tensor]) -> torch.Tensor:
+        """LPIPS between two sets of precomputed features (from `features`), pairwise by index: [N]."""
         total = 0
         for lin, a, b in zip(self.lins, feats, target_feats):
-            d = lin((a - b).square())  # [N, 1, h, w]
-            if spatial:
-                size = target_feats[0].shape[-2:]
-                total = total + F.interpolate(d, size=size, mode="bilinear", align_corners=False)
-            else:
-                total = total + d.mean(dim=[2, 3])
-        return total if spatial else total[:, 0]
+            total = total + lin((a - b).square()).mean(dim=[2, 3])  # [N, 1]
+        return total[:, 0]
 
     def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:  # [N]
         return self.distance_to(a, self.features(b))

@@ -50,19 +50,32 @@ class ProjectorConfig:
     early_stop: int = 0  # stop an image after this many steps without improving by early_stop_delta (0: off)
     early_stop_delta: float = 1e-4  # improvement of the LPIPS distance that counts
     amp: bool = False  # bfloat16 autocast for synthesis and LPIPS (CUDA only)
+    init_samples: int = 0  # >0: start each image at the closest (LPIPS) of w_avg and this many sampled w
 
     def __post_init__(self) -> None:
         if self.space not in SPACES:
             raise ProjectionError(f"space must be 'w' or 'w+', got {self.space!r}")
         if self.num_steps < 1:
             raise ProjectionError(f"num_steps must be at least 1, got {self.num_steps}")
+        if self.init_samples < 0:
+            raise ProjectionError(f"init_samples must be >= 0, got {self.init_samples}")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
     def fingerprint(self) -> str:
-        """A short hash of every setting that changes a score (calibrations and resumed runs compare it)."""
-        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
+        """A short hash of every setting that changes a score (calibrations and resumed runs compare it).
+
+        Settings added later (ADDED_OFF) enter it only when switched on, so fingerprints made before they existed
+        stay valid for the same behaviour."""
+        d = self.to_dict()
+        for k, off in ADDED_OFF.items():
+            if d[k] == off:
+                del d[k]
+        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+
+
+ADDED_OFF = {"init_samples": 0}  # setting: its value that means "as before it existed"
 
 
 @dataclass
@@ -155,16 +168,22 @@ def project(
 
     # One set of leaves per image: an image that stops simply gets no more gradients.
     gens = [torch.Generator(device="cpu").manual_seed(seed) for _ in range(n)]
-    w_opt = [w_avg.detach().clone().reshape(1, 1, -1).repeat(1, w_layers, 1).requires_grad_(True) for _ in range(n)]
     noise = [
         [torch.randn((1, 1, *s), generator=gens[i]).to(device).requires_grad_(True) for s in shapes] for i in range(n)
     ]
     for i in range(n):
         normalize_noise_(noise[i])
-    params = [p for i in range(n) for p in [w_opt[i], *noise[i]]]
-    opt = torch.optim.Adam(params, betas=(0.9, 0.999), lr=cfg.lr)
     with torch.no_grad(), autocast:
         target_feats = perceptual.features(targets)
+    if cfg.init_samples:
+        starts = _closest_starts(G, perceptual, target_feats, w_avg, [m.detach() for m in noise[0]],
+                                 cfg.init_samples, seed, autocast)  # [n, w_dim]
+    else:
+        starts = w_avg[None].expand(n, -1)
+    w_opt = [starts[i].detach().clone().reshape(1, 1, -1).repeat(1, w_layers, 1).requires_grad_(True)
+             for i in range(n)]
+    params = [p for i in range(n) for p in [w_opt[i], *noise[i]]]
+    opt = torch.optim.Adam(params, betas=(0.9, 0.999), lr=cfg.lr)
 
     active = list(range(n))
     best = [math.inf] * n
@@ -224,6 +243,30 @@ def project(
     elapsed = time.time() - t_start
     return _finish(G, targets, target_feats, perceptual, w_opt, noise, steps_taken, stopped, traces, frames,
                    elapsed, num_ws, autocast)
+
+
+@torch.no_grad()
+def _closest_starts(G, perceptual, target_feats, w_avg, maps, k, seed, autocast, chunk: int = 32) -> torch.Tensor:
+    """For each target, the candidate w (w_avg and k mapped z, the same for every image) whose image is closest in
+    LPIPS: a start in the right basin, so fewer steps reach the same distance. [N, w_dim]
+
+    Candidates depend on `seed` only, and are rendered with the image's initial noise maps (identical for every
+    image of a run: they come from the same seed), so an image's start does not depend on its batch.
+    """
+    dev = w_avg.device
+    z = torch.randn(k, G.z_dim, generator=torch.Generator(device="cpu").manual_seed(10_007 + seed)).to(dev)
+    cand = torch.cat([w_avg[None], G.mapping(z)[:, 0]])  # [K+1, w_dim]
+    n = target_feats[0].shape[0]
+    dists = torch.empty(n, len(cand), device=dev)
+    for a in range(0, len(cand), chunk):
+        w = cand[a : a + chunk]
+        with autocast:
+            img = G.synthesis(w[:, None].expand(-1, G.num_ws, -1), noise=[m.expand(len(w), -1, -1, -1) for m in maps])
+            feats = perceptual.features(img)
+        for i in range(n):
+            tf = [f[i : i + 1].expand(len(w), *f.shape[1:]) for f in target_feats]
+            dists[i, a : a + len(w)] = perceptual.distance_between(feats, tf).float()
+    return cand[dists.argmin(dim=1)]
 
 
 @torch.no_grad()

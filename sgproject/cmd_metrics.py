@@ -45,7 +45,8 @@ def metrics(
     seed: int = typer.Option(0, "--seed", min=0, help="Seed of the sampled latents."),
     feature_net: str = typer.Option(
         "inception", "--feature-net",
-        help="FID features: inception (torchvision Inception-v3; needs its weights) or random (a smoke test, not FID).",
+        help="FID features: inception (torchvision Inception-v3; needs its weights), portraits (the shipped portrait "
+        "attribute network: works offline, meaningful for portrait models only) or random (a smoke test, not FID).",
     ),
     inception_weights: Optional[Path] = typer.Option(
         None, "--inception-weights", help="inception_v3_google-0cc3c7bd.pth (default: $SGPROJECT_INCEPTION, then "
@@ -69,6 +70,8 @@ def metrics(
       sgproject metrics --model portraits-64 --data portraits:10000 --metrics fid
 
       sgproject metrics --model ffhq.pkl --metrics ppl --crop --n-ppl 10000
+
+      sgproject metrics --data portraits:5000:1 --feature-net portraits --n-gen 5000 --metrics fid
 
       sgproject metrics --model tiny --data imgs/ --feature-net random --n-gen 256 --json
     """
@@ -94,6 +97,9 @@ def metrics(
         if feature_net == "random":
             err.print(f"[yellow]warning:[/] FID with a RANDOM feature network ({net.identity}): a smoke test, "
                       "comparable only with runs made the same way, never with published FIDs", highlight=False)
+        elif feature_net == "portraits":
+            err.print(f"note: FID in the feature space of the portrait attribute network ({net.identity}): comparable "
+                      "with FIDs in that space only, never with published (Inception) FIDs", highlight=False)
     if "ppl" in names:
         from projector.perceptual import load_perceptual
 

@@ -309,6 +309,35 @@ def test_bad_settings_raise(tiny, perceptual):
         project(tiny, torch.zeros(1, 3, 32, 32), no_such_setting=1, perceptual=perceptual)
 
 
+def test_init_samples_starts_each_image_at_its_closest_candidate(noisy, perceptual):
+    """A target that IS one of the candidates (rendered with the run's initial noise) starts exactly there; the
+    search is per image, so the same target gets the same start in any batch; and it never starts worse than w_avg."""
+    from projector.project import _closest_starts
+
+    G, k, seed = noisy, 16, 0
+    w_avg, _ = w_statistics(G, ProjectorConfig().w_avg_samples)
+    maps = [torch.randn((1, 1, *s), generator=torch.Generator().manual_seed(3)) for s in G.synthesis.noise_shapes()]
+    z = torch.randn(k, G.z_dim, generator=torch.Generator().manual_seed(10_007 + seed))
+    cands = torch.cat([w_avg[None], G.mapping(z)[:, 0]])
+    with torch.no_grad():
+        target = G.synthesis(cands[[5]][:, None].expand(-1, G.num_ws, -1), noise=maps)
+        feats = perceptual.features(torch.cat([smooth_noise(1), target]))
+        starts = _closest_starts(G, perceptual, feats, w_avg, maps, k, seed, torch.autocast("cpu", enabled=False))
+    assert torch.equal(starts[1], cands[5])
+    with torch.no_grad():
+        alone = _closest_starts(G, perceptual, [f[:1] for f in feats], w_avg, maps, k, seed,
+                                torch.autocast("cpu", enabled=False))
+    assert torch.equal(alone[0], starts[0])
+    # Through project(): step 0's distance is at most the w_avg start's (w noise is off: factor 0)
+    targets = torch.cat([generated(G, [2]), portrait(1)])
+    plain = project(G, targets, num_steps=1, seed=0, perceptual=perceptual, initial_noise_factor=0.0)
+    multi = project(G, targets, num_steps=1, seed=0, perceptual=perceptual, initial_noise_factor=0.0, init_samples=k)
+    for a, b in zip(plain, multi):
+        assert b.trace[0]["lpips"] <= a.trace[0]["lpips"] + 1e-6
+    with pytest.raises(ProjectionError, match="init_samples"):
+        ProjectorConfig(init_samples=-1)
+
+
 def test_config_defaults_and_fingerprint():
     cfg = ProjectorConfig()
     assert (cfg.space, cfg.num_steps, cfg.lr, cfg.lr_rampup, cfg.lr_rampdown) == ("w", 1000, 0.1, 0.05, 0.25)
@@ -318,6 +347,7 @@ def test_config_defaults_and_fingerprint():
     assert len(cfg.fingerprint()) == 16
     assert ProjectorConfig(space="w+").fingerprint() != cfg.fingerprint()
     assert ProjectorConfig(num_steps=999).fingerprint() != cfg.fingerprint()
+    assert cfg.init_samples == 0 and ProjectorConfig(init_samples=8).fingerprint() != cfg.fingerprint()
     assert json.loads(json.dumps(cfg.to_dict())) == cfg.to_dict()
 
 

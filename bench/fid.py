@@ -1,0 +1,63 @@
+"""FID of training snapshots in the portrait attribute network's feature space, with the real-vs-real floor.
+
+    python bench/fid.py training/portraits64/network-000052.safetensors ... [--n 5000] [--out fid.json]
+
+Real images: held-out portraits of set 1 (the first N; training used set 0). The floor is the FID between those and
+N portraits of set 2: what two independent samples of the real distribution score, i.e. the best a perfect
+generator could reach with this N. Inception-v3 weights cannot be downloaded where this project is built, so the
+feature network is generator/attrnet.py (`--feature-net portraits`); pass --feature-net inception where they exist.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from _common import cpu_model  # noqa: E402
+from generator import load_generator  # noqa: E402
+from generator.datasets import load_portraits  # noqa: E402
+from generator.metrics import compute_fid, frechet_distance, load_feature_network, real_statistics  # noqa: E402
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("models", nargs="+", help="snapshots or registered names")
+    ap.add_argument("--n", type=int, default=5000, help="real and generated images each")
+    ap.add_argument("--feature-net", default="portraits")
+    ap.add_argument("--out", type=Path, default=None)
+    args = ap.parse_args()
+
+    net = load_feature_network(args.feature_net)
+    real = load_portraits(args.n, 64, seed=1)
+    other = load_portraits(args.n, 64, seed=2)
+    mu1, s1, _, _ = real_statistics(real, net)
+    mu2, s2, _, _ = real_statistics(other, net)
+    floor = frechet_distance(mu1, s1, mu2, s2)
+    print(f"feature network {net.identity}; {args.n} real (set 1) vs {args.n} generated; {cpu_model()}")
+    print(f"{'real set 2 (floor)':>40}: FID {floor:.3f}")
+    rows = []
+    for m in args.models:
+        G, info = load_generator(m, "cpu")
+        t0 = time.time()
+        r = compute_fid(G, real, n_gen=args.n, feature_net=net)
+        kimg = (info.info.get("training") or {}).get("kimg", info.info.get("kimg"))
+        rows.append({"model": m, "sha256": info.sha256, "kimg": kimg, "fid": r["fid"]})
+        print(f"{m:>40}: FID {r['fid']:.3f}  (kimg {kimg}, {time.time() - t0:.0f} s)", flush=True)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps({"feature_net": net.identity, "n": args.n, "real": f"portraits:{args.n}:1",
+                                        "floor_real_set2": floor, "models": rows, "cpu": cpu_model(),
+                                        "torch": torch.__version__}, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
