@@ -34,6 +34,8 @@ def invert(
     seed: int = typer.Option(0, "--seed", help="Seed of the initial noise maps and the noise on w."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, help="Images optimised at once (default: auto)."),
     early_stop: int = typer.Option(0, "--early-stop", min=0, help="Stop an image after N steps without improvement (0: off)."),
+    init_samples: int = typer.Option(0, "--init-samples", min=0, help="Start each image at the closest (LPIPS) of "
+                                     "w_avg and N sampled w instead of w_avg (the paper); 64 is a good value."),
     align: bool = typer.Option(False, "--align", help="Align faces FFHQ-style before projecting (writes aligned.png)."),
     amp: bool = typer.Option(False, "--amp", help="bfloat16 autocast on CUDA (faster, slightly different numbers)."),
     vgg_weights: Optional[Path] = typer.Option(None, "--vgg-weights", help="VGG16 weights for LPIPS (torchvision .pth)."),
@@ -65,7 +67,7 @@ def invert(
     G, info = load_generator(model, dev)
     res = G.img_resolution
     perceptual = load_perceptual(vgg_weights, dev, warn=lambda m: err.print(f"[bold yellow]warning:[/] {m}"))
-    cfg = ProjectorConfig(space=space, num_steps=steps, early_stop=early_stop, amp=amp)
+    cfg = ProjectorConfig(space=space, num_steps=steps, early_stop=early_stop, amp=amp, init_samples=init_samples)
     err.print(f"model [bold]{info.name}[/] ({res}px, sha256 {info.sha256[:12]}), {perceptual.identity}, on {dev}")
 
     # Load everything first: a bad file is reported at once, before minutes of optimisation.

@@ -158,6 +158,14 @@ def test_early_stop_and_seed_reach_the_projector(tmp_path):
     assert rec["stopped_early"] == (rec["steps"] < 30)
 
 
+def test_init_samples_reaches_the_projector(tmp_path):
+    img = _portrait_png(tmp_path / "face.png")
+    r = _run(img, "--model", "tiny", "--steps", "2", "--init-samples", "8", "--outdir", tmp_path / "out")
+    assert r.exit_code == 0, r.output
+    s = json.loads((tmp_path / "out" / "face" / "summary.json").read_text())
+    assert s["projector"]["init_samples"] == 8
+
+
 def test_align_writes_aligned_png_and_records_it(tmp_path):
     img = tmp_path / "face.png"
     Image.fromarray(render_portrait(0, 0, 128)[0]).save(img)
