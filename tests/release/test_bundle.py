@@ -1,0 +1,38 @@
+"""The shipped bundle is consistent: the calibration, the model card and samples/ belong to the shipped weights."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+from detectors.calibration import Calibration, bundled_calibration_path
+from generator import load_generator
+from generator.checkpoint import WEIGHTS_DIR
+from projector.project import ProjectorConfig
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_bundled_calibration_is_for_the_bundled_weights():
+    G, info = load_generator("portraits-64")
+    cal = Calibration.load(bundled_calibration_path("portraits-64"))
+    assert cal.model_sha256 == info.sha256, "recalibrate after replacing the weights (see tools/build_bundle.py)"
+    assert ProjectorConfig(**cal.projector).fingerprint() == cal.projector_fingerprint
+    assert cal.n_real >= 100 and cal.n_generated >= 100
+
+
+def test_model_card_json_matches_the_weights_header():
+    _, info = load_generator("portraits-64")
+    card = json.loads((WEIGHTS_DIR / "portraits-64.json").read_text())
+    assert card["info"]["training"] == info.info["training"]
+    ev = card.get("evaluation")
+    if ev is not None:  # measured figures, added after calibration and benchmark
+        assert ev["model_sha256"] == info.sha256
+
+
+def test_samples_have_labels():
+    rows = list(csv.DictReader(open(ROOT / "samples" / "labels.csv")))
+    files = sorted(p.name for p in (ROOT / "samples").glob("*.png"))
+    assert sorted(r["file"] for r in rows) == files and "face.png" in files
+    assert {r["label"] for r in rows} == {"generated", "real"}
