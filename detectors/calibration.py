@@ -178,28 +178,27 @@ def feature_matrix(rows: Sequence[dict], features: Sequence[str], transforms: di
     return out
 
 
-def _standardise_fit(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and spread of each column over its finite values (spread 1 for a constant column)."""
-    mean, std = np.zeros(x.shape[1]), np.ones(x.shape[1])
+def _column_stats(x: np.ndarray) -> list[tuple[float, float, bool]]:
+    """(mean, spread, constant) of each column over its finite values; constant: no spread beyond float32
+    rounding (an empty column counts as constant with mean 0)."""
+    out = []
     for j in range(x.shape[1]):
         col = x[np.isfinite(x[:, j]), j]
-        if len(col):
-            mean[j] = col.mean()
-            s = col.std()
-            std[j] = s if s > CONSTANT_SPREAD * max(1.0, abs(mean[j])) else 1.0
-    return mean, std
+        m, s = (float(col.mean()), float(col.std())) if len(col) else (0.0, 0.0)
+        out.append((m, s, s <= CONSTANT_SPREAD * max(1.0, abs(m))))
+    return out
+
+
+def _standardise_fit(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and spread of each column over its finite values (spread 1 for a constant column)."""
+    stats = _column_stats(x)
+    return np.array([m for m, _, _ in stats]), np.array([1.0 if c else s for _, s, c in stats])
 
 
 def constant_features(x: np.ndarray, features: Sequence[str]) -> dict[str, float]:
     """Features whose finite values do not spread beyond float32 rounding: {name: spread}. They carry no
     information, and standardising them would blow rounding noise up into a fake signal."""
-    out = {}
-    for j, name in enumerate(features):
-        col = x[np.isfinite(x[:, j]), j]
-        s = float(col.std()) if len(col) else 0.0
-        if s <= CONSTANT_SPREAD * max(1.0, abs(float(col.mean())) if len(col) else 1.0):
-            out[name] = s
-    return out
+    return {name: s for name, (_, s, c) in zip(features, _column_stats(x)) if c}
 
 
 def _standardise(x: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
