@@ -1,30 +1,19 @@
 """Helpers shared by the bench scripts: the machine description printed before the figures, and timing utilities.
 
-The scripts are run as `python bench/NAME.py` from the repository root; they put this folder on sys.path and
-import from `_common`.
+The scripts are run as modules from the repository root (`python -m bench.NAME`) and import from `bench._common`.
 """
 
 from __future__ import annotations
 
 import os
 import platform
-import sys
-from pathlib import Path
 
 import torch
 
+from generator.util.devices import cpu_model, pick_device  # noqa: F401  (re-exported for the scripts)
+
 
 # ------------------------------------------------------------------------------------------------ machine
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def load_average() -> str:
@@ -64,19 +53,6 @@ def print_machine(title: str, device: torch.device) -> None:
 
 
 # ------------------------------------------------------------------------------------------------- timing
-
-
-def pick_device(name: str | None, *, threads: int | None = None, cudnn_benchmark: bool = False) -> torch.device:
-    """`name` (cpu, cuda, cuda:N), or cuda when available; exits with an error when CUDA is asked for but absent.
-    Sets torch's intra-op thread count when `threads` is given, and on CUDA lets cudnn autotune when asked."""
-    device = torch.device(name or ("cuda" if torch.cuda.is_available() else "cpu"))
-    if device.type == "cuda" and not torch.cuda.is_available():
-        sys.exit("error: --device cuda asked for, but CUDA is not available")
-    if threads:
-        torch.set_num_threads(threads)
-    if device.type == "cuda" and cudnn_benchmark:
-        torch.backends.cudnn.benchmark = True
-    return device
 
 
 def sync(device: torch.device) -> None:

@@ -1,8 +1,10 @@
 """Detection accuracy and speed of a model: ROC AUC and TPR at 1% FPR, clean and after JPEG / resizing.
 
-    python bench/detect.py [--model portraits-64] [--n 100] [--steps N] [--variants clean,jpeg90,resize0.9]
-    python bench/detect.py --variants jpeg90 --rows-out r-jpeg.jsonl   # one variant per process, then:
-    python bench/detect.py --from-rows r-*.jsonl --out figures.json
+    python -m bench.detect [--model portraits-64] [--n 100] [--steps N] [--variants clean,jpeg90,resize0.9]
+    python -m bench.detect --variants jpeg90 --rows-out r-jpeg.jsonl   # one variant per process, then:
+    python -m bench.detect --from-rows r-*.jsonl --out figures.json
+
+Run from the repository root.
 
 Real images: held-out procedural portraits (set 1, indices from 20000; training used set 0, the calibration
 set 1 from 10000, samples/ set 1 from 0). Generated images: the model's own outputs for fresh seeds (from
@@ -28,36 +30,17 @@ import numpy as np
 import torch
 from PIL import Image
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
-
-from _common import cpu_model  # noqa: E402
-from detectors.batch import DetectSettings, Detector  # noqa: E402
-from generator import load_generator  # noqa: E402
-from generator.portraits import render_portrait  # noqa: E402
-from generator.render import generate_images  # noqa: E402
-from projector.perceptual import load_perceptual  # noqa: E402
-from projector.project import ProjectorConfig  # noqa: E402
+from bench._common import cpu_model, pick_device
+from detectors.batch import DetectSettings, Detector
+from detectors.calibration import calibration_for, roc_auc, tpr_at_fpr
+from generator import load_generator
+from generator.data.portraits import render_portrait
+from generator.metrics.lpips import load_perceptual
+from generator.render import generate_images
+from projector.project import ProjectorConfig
 
 REAL_SET, REAL_START = 1, 20_000
 GEN_START = 2_000_000
-
-
-def roc_auc(scores: np.ndarray, labels: np.ndarray) -> float:
-    """P(score of a random positive > score of a random negative), ties counted half."""
-    pos, neg = scores[labels == 1], scores[labels == 0]
-    greater = (pos[:, None] > neg[None, :]).mean()
-    ties = (pos[:, None] == neg[None, :]).mean()
-    return float(greater + 0.5 * ties)
-
-
-def tpr_at_fpr(scores: np.ndarray, labels: np.ndarray, fpr: float) -> float:
-    """True-positive rate at the strictest threshold whose false-positive rate is at most `fpr`."""
-    neg = np.sort(scores[labels == 0])[::-1]
-    k = int(np.floor(fpr * len(neg)))  # negatives allowed above the threshold
-    thr = neg[k] if k < len(neg) else -np.inf
-    return float((scores[labels == 1] > thr).mean())
 
 
 def variant(pixels: np.ndarray, name: str, path: Path) -> Path:
@@ -110,7 +93,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=None, help="projection steps (default: the calibration's)")
     ap.add_argument("--variants", default="clean,jpeg90,resize0.9")
     ap.add_argument("--batch-size", type=int, default=16)
-    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (cuda when available)")
     ap.add_argument("--calibration", type=Path, default=None)
     ap.add_argument("--no-calibration", action="store_true", help="rank by the raw LPIPS distance only")
     ap.add_argument("--rows-out", type=Path, default=None,
@@ -121,13 +104,9 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=None, help="write the figures as JSON here")
     args = ap.parse_args()
 
-    dev = torch.device(args.device)
+    dev = pick_device(args.device)
     G, info = load_generator(args.model, dev)
-    cal = None
-    if not args.no_calibration:
-        from detectors.calibration import calibration_for
-
-        cal = calibration_for(info.name, args.calibration)
+    cal = None if args.no_calibration else calibration_for(info.name, args.calibration)
     if cal is not None:
         cfg = ProjectorConfig(**cal.projector)
     else:

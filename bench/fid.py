@@ -1,31 +1,28 @@
 """FID of training snapshots in the portrait attribute network's feature space, with the real-vs-real floor.
 
-    python bench/fid.py training/portraits64/network-000052.safetensors ... [--n 5000] [--out fid.json]
+    python -m bench.fid training/portraits64/network-000052.safetensors ... [--n 5000] [--out fid.json]
 
 Real images: held-out portraits of set 1 (the first N; training used set 0). The floor is the FID between those and
 N portraits of set 2: what two independent samples of the real distribution score, i.e. the best a perfect
 generator could reach with this N. Inception-v3 weights cannot be downloaded where this project is built, so the
-feature network is generator/attrnet.py (`--feature-net portraits`); pass --feature-net inception where they exist.
+feature network is generator/metrics/attrnet.py (`--feature-net portraits`); pass --feature-net inception where they
+exist.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import sys
 import time
 from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
-
-from _common import cpu_model  # noqa: E402
-from generator import load_generator  # noqa: E402
-from generator.datasets import load_portraits  # noqa: E402
-from generator.metrics import compute_fid, frechet_distance, load_feature_network, real_statistics  # noqa: E402
+from bench._common import cpu_model
+from generator import load_generator
+from generator.data.datasets import load_portraits
+from generator.metrics.features import load_feature_network
+from generator.metrics.fid import compute_fid, frechet_distance, real_statistics
+from generator.util.files import write_json_atomic
 
 
 def main() -> None:
@@ -53,10 +50,9 @@ def main() -> None:
         rows.append({"model": m, "sha256": info.sha256, "kimg": kimg, "fid": r["fid"]})
         print(f"{m:>40}: FID {r['fid']:.3f}  (kimg {kimg}, {time.time() - t0:.0f} s)", flush=True)
     if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps({"feature_net": net.identity, "n": args.n, "real": f"portraits:{args.n}:1",
-                                        "floor_real_set2": floor, "models": rows, "cpu": cpu_model(),
-                                        "torch": torch.__version__}, indent=2) + "\n")
+        write_json_atomic(args.out, {"feature_net": net.identity, "n": args.n, "real": f"portraits:{args.n}:1",
+                                     "floor_real_set2": floor, "models": rows, "cpu": cpu_model(),
+                                     "torch": torch.__version__})
 
 
 if __name__ == "__main__":

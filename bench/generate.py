@@ -1,8 +1,10 @@
 """Generator throughput: images per second by batch size and resolution, fused vs non-fused modulated conv.
 
-    python bench/generate.py                 # default run (CPU: about 2-3 minutes on 2 cores)
-    python bench/generate.py --quick         # a short run
-    python bench/generate.py --device cuda   # on a GPU it adds 1024 px with the paper's config-f sizes
+    python -m bench.generate                 # default run (CPU: about 2-3 minutes on 2 cores)
+    python -m bench.generate --quick         # a short run
+    python -m bench.generate --device cuda   # on a GPU it adds 1024 px with the paper's config-f sizes
+
+Run from the repository root.
 
 Each figure is `batch / median(seconds per forward)` of the full generator (mapping + synthesis, const noise)
 under torch.no_grad with random (seeded) weights: speed does not depend on the weights. Every (batch, mode) is
@@ -20,22 +22,19 @@ Configurations:
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import statistics
-import sys
 import time
-from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # run from a checkout without installing
-sys.path.insert(0, str(ROOT / "bench"))
+from bench._common import out_of_memory, pick_device, print_machine, sync
+from generator.networks import Generator, GeneratorConfig
+from generator.registry import WEIGHTS_DIR
+from generator.training.config import preset_generator_config
 
-from _common import out_of_memory, pick_device, print_machine, sync  # noqa: E402
-from generator.networks import Generator, GeneratorConfig  # noqa: E402
-
-BUNDLED_64 = ROOT / "generator" / "weights" / "portraits-64.json"
+BUNDLED_64 = WEIGHTS_DIR / "portraits-64.json"
 
 
 # ------------------------------------------------------------------------------------------------ configs
@@ -51,9 +50,8 @@ def config_64() -> tuple[GeneratorConfig, str]:
 
 
 def config_f(resolution: int) -> GeneratorConfig:
-    return GeneratorConfig(
-        z_dim=512, w_dim=512, mapping_layers=8, resolution=resolution, channel_base=32768, channel_max=512
-    )
+    """The paper's config-f sizes (the `config-f` training preset) at `resolution`."""
+    return dataclasses.replace(preset_generator_config("config-f"), resolution=resolution)
 
 
 def describe(cfg: GeneratorConfig) -> str:

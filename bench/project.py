@@ -1,9 +1,11 @@
 """Projection throughput: seconds per image-step and images per hour at 1000 steps, by batch size.
 
-    python bench/project.py                    # CPU: the bundled model, batch 1-16, 2 and 1 threads (~3-4 min)
-    python bench/project.py --quick            # a short run (CPU: about a minute)
-    python bench/project.py --device cuda      # GPU: the bundled model and config-f 1024 px, fp32 and --amp
-    python bench/project.py --batches 1,4 --threads 1 --steps 20
+    python -m bench.project                    # CPU: the bundled model, batch 1-16, 2 and 1 threads (~3-4 min)
+    python -m bench.project --quick            # a short run (CPU: about a minute)
+    python -m bench.project --device cuda      # GPU: the bundled model and config-f 1024 px, fp32 and --amp
+    python -m bench.project --batches 1,4 --threads 1 --steps 20
+
+Run from the repository root.
 
 What is timed is `projector.project.project` itself, LPIPS included, exactly as `sgproject invert` runs it
 (W space, noise regularisation, per-step renormalisation, early stopping off). A callback records a timestamp after
@@ -11,7 +13,9 @@ every optimisation step (on CUDA the step ends with a device-to-host copy of the
 synchronised); the figure is the median duration of the steps after `--warmup` warm-up steps. The fixed cost of a
 batch (target features, initial noise, the final render) is measured too and included in "images per hour at
 1000 steps" = 3600 * batch / (overhead + 1000 * seconds per step). Batch 1 is one-at-a-time; "x B=1" is how much
-faster per image a batch is.
+faster per image a batch is. GFLOP/s is the achieved rate: the floating-point operations of one image-step (matrix
+products and convolutions, forward and backward, as torch.utils.flop_counter counts them on a one-image
+projection) divided by the seconds per image-step.
 
 Models: the bundled `portraits-64` when its weights file exists, else a generator with the `portraits64` preset's
 config and random weights (the cost is the same); on a GPU also the paper's config-f at 1024 px with random weights
@@ -38,17 +42,14 @@ import time
 from pathlib import Path
 
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # run from a checkout without installing
-sys.path.insert(0, str(ROOT / "bench"))
-
-from _common import load_average, out_of_memory, pick_device, print_machine, sync  # noqa: E402
-from generator.checkpoint import WEIGHTS_DIR, load_generator  # noqa: E402
-from generator.networks import Generator, GeneratorConfig  # noqa: E402
-from generator.train import PRESETS  # noqa: E402
-from projector.perceptual import load_perceptual  # noqa: E402
-from projector.project import project  # noqa: E402
+from bench._common import load_average, out_of_memory, pick_device, print_machine, sync
+from generator.metrics.lpips import load_perceptual
+from generator.networks import Generator, GeneratorConfig
+from generator.registry import WEIGHTS_DIR, load_generator
+from generator.training.config import PRESETS
+from projector.project import ProjectorConfig, project, w_statistics
 
 CPU_TARGET_S = 0.15  # s per image-step, bundled model, 2-core CPU
 GPU_TARGET_IPH = 1000  # images per hour at 1000 steps, config-f 1024 px, one H200
@@ -107,6 +108,19 @@ def busy_seconds() -> float | None:
 # ------------------------------------------------------------------------------------------------- timing
 
 
+def image_step_gflop(G, P, device: torch.device) -> float:
+    """GFLOP of one optimisation step on one image: a 2-step projection less a 1-step one, counted (the fixed cost of
+    a projection, target features and the final render, cancels)."""
+    target = make_targets(G, 1, seed=7)
+    w_statistics(G, ProjectorConfig().w_avg_samples)  # computed once per model: not inside the first count only
+    counts = []
+    for steps in (1, 2):
+        with FlopCounterMode(display=False) as fc:
+            project(G, target, num_steps=steps, seed=0, perceptual=P, device=device)
+        counts.append(fc.get_total_flops())
+    return (counts[1] - counts[0]) / 1e9
+
+
 def measure(G, P, batch: int, device: torch.device, *, warmup: int, steps: int, amp: bool) -> dict:
     """Time one `project` call of warmup + steps steps on `batch` images."""
     targets = make_targets(G, batch, seed=batch)
@@ -137,7 +151,8 @@ def measure(G, P, batch: int, device: torch.device, *, warmup: int, steps: int, 
     return row
 
 
-def run_series(label: str, G, P, batches: list[int], device: torch.device, args, *, amp: bool) -> list[dict]:
+def run_series(label: str, G, P, batches: list[int], device: torch.device, args, *, amp: bool,
+               gflop: float) -> list[dict]:
     """Every batch size in turn; stops at an out-of-memory error or when the time budget would be exceeded."""
     print(f"\n{label}", flush=True)
     rows, per_image_step, started = [], None, time.perf_counter()
@@ -158,6 +173,7 @@ def run_series(label: str, G, P, batches: list[int], device: torch.device, args,
             rows.append({"batch": batch, "skipped": "OOM"})
             break
         per_image_step = row["img_step_s"]
+        row["gflops"] = gflop / row["img_step_s"]
         row["speedup"] = rows[0]["img_step_s"] / row["img_step_s"] if rows else 1.0
         rows.append(row)
         print("  " + format_row(row, cpu=device.type == "cpu"), flush=True)
@@ -166,6 +182,7 @@ def run_series(label: str, G, P, batches: list[int], device: torch.device, args,
 
 def format_row(r: dict, *, cpu: bool) -> str:
     s = (f"batch {r['batch']:>4}: {r['step_s']:8.3f} s/step  {r['img_step_s']:8.4f} s/img-step  "
+         f"{r['gflops']:8.1f} GFLOP/s  "
          f"{r['iph']:9.1f} img/h@1000  x{r['speedup']:5.2f} vs B=1  overhead {r['overhead_s']:6.2f} s  "
          f"(n={r['n']}, spread {100 * r['spread']:.0f}%)")
     if cpu:
@@ -244,12 +261,13 @@ def main(argv=None) -> None:
             G, note = config_f(args.big_res, device)
         else:
             sys.exit(f"error: unknown model {name!r} (bundled, config-f)")
-        print(f"\n== {note}\n   {describe(G)}", flush=True)
+        gflop = image_step_gflop(G, P, device)
+        print(f"\n== {note}\n   {describe(G)}\n   {gflop:.2f} GFLOP per image-step", flush=True)
         for threads in thread_counts:
             torch.set_num_threads(threads)
             for amp in ([False] if not gpu or args.no_amp else [False, True]):
                 label = f"{name}, {threads} thread{'s' * (threads != 1)}" + (", amp (bfloat16)" if amp else ", fp32")
-                rows = run_series(label, G, P, batches, device, args, amp=amp)
+                rows = run_series(label, G, P, batches, device, args, amp=amp, gflop=gflop)
                 done = [r for r in rows if "skipped" not in r]
                 if done:
                     best = min(done, key=lambda r: r["img_step_s"])
@@ -267,7 +285,8 @@ def main(argv=None) -> None:
 
     print("\nSummary (best batch size per series; B=1 is one image at a time)")
     for label, res, best, one in summary:
-        print(f"  {label:<40} {res:>4} px: best B={best['batch']:<3} {best['img_step_s']:.4f} s/img-step, "
+        print(f"  {label:<40} {res:>4} px: best B={best['batch']:<3} {best['img_step_s']:.4f} s/img-step "
+              f"({best['gflops']:.1f} GFLOP/s), "
               f"{best['iph']:8.1f} img/h@1000  |  B=1: {one['img_step_s']:.4f} s/img-step, {one['iph']:7.1f} img/h")
     for label, res, best, _ in summary:
         if label.startswith("bundled") and not gpu:

@@ -1,10 +1,12 @@
 """Training speed: seconds per kimg (thousand real images shown) of full StyleGAN2 training steps, by phase.
 
-    python bench/train.py                              # portraits64 on the CPU (about 1-2 minutes on 2 cores)
-    python bench/train.py --device cuda                # portraits64 and paper256 (config-f sizes at 256 px)
-    python bench/train.py --preset paper256 --batch 8 --steps 4 --threads 2
+    python -m bench.train                              # portraits64 on the CPU (about 1-2 minutes on 2 cores)
+    python -m bench.train --device cuda                # portraits64 and paper256 (config-f sizes at 256 px)
+    python -m bench.train --preset paper256 --batch 8 --steps 4 --threads 2
 
-Each step is `generator.train.train_step` on synthetic data (random uint8 images in an ImageDataset), with the
+Run from the repository root.
+
+Each step is `generator.training.loop.train_step` on synthetic data (random uint8 images in an ImageDataset), with the
 preset's optimisers, lazy regularisation intervals (R1 every 16, path length every 4 minibatches), style mixing
 and G EMA: the same code a real run executes, minus data decoding (cached in a real run) and snapshots. After
 --warmup steps (not timed), --steps steps are timed; the timed window starts at minibatch 16 so that it holds one
@@ -26,22 +28,18 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # run from a checkout without installing
-sys.path.insert(0, str(ROOT / "bench"))
+import generator.training.loop as T
+from bench._common import load_average, pick_device, print_machine, sync
+from generator.data.datasets import ImageDataset
+from generator.training.config import PRESETS, TrainConfig
+from generator.util.distributed import Dist
 
-import generator.train as T  # noqa: E402
-from _common import load_average, pick_device, print_machine, sync  # noqa: E402
-from generator.datasets import ImageDataset  # noqa: E402
-
-PHASES = [  # (function name in generator.train, label, interval attribute of TrainConfig or None)
+PHASES = [  # (function name in generator.training.loop, label, interval attribute of TrainConfig or None)
     ("g_main", "G main (non-saturating)", None),
     ("d_main", "D main (logistic)", None),
     ("g_path_length", "G path length", "pl_interval"),
@@ -72,7 +70,7 @@ REFERENCE = [
 
 
 class PhaseTimer:
-    """Wraps the phase functions of generator.train so that each call's wall time is recorded."""
+    """Wraps the phase functions of generator.training.loop so that each call's wall time is recorded."""
 
     def __init__(self, device: torch.device):
         self.device = device
@@ -109,7 +107,7 @@ def synthetic_data(n: int, res: int, seed: int = 0) -> ImageDataset:
 
 def bench_preset(preset: str, device: torch.device, args) -> dict:
     overrides = dict(batch=args.batch, amp=args.amp or None)
-    cfg = T.TrainConfig.from_preset("synthetic", "unused", preset, **overrides)
+    cfg = TrainConfig.from_preset("synthetic", "unused", preset, **overrides)
     g = cfg.g_config()
     print(f"\n{preset} on {device}: {g.resolution} px, z/w {g.z_dim}/{g.w_dim}, {g.mapping_layers} mapping layers, "
           f"channel_base {g.channel_base}, channel_max {g.channel_max}, batch {cfg.batch}"
@@ -119,7 +117,7 @@ def bench_preset(preset: str, device: torch.device, args) -> dict:
     n_g = sum(p.numel() for p in st.G.parameters())
     n_d = sum(p.numel() for p in st.D.parameters())
     data = synthetic_data(max(4 * cfg.batch, 64), g.resolution)
-    dist = T.Dist()
+    dist = Dist()
     print(f"  G {n_g / 1e6:.2f} M parameters, D {n_d / 1e6:.2f} M; built in {time.perf_counter() - t0:.1f} s",
           flush=True)
     if device.type == "cuda":
@@ -207,7 +205,7 @@ def bench_preset(preset: str, device: torch.device, args) -> dict:
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--preset", action="append", choices=list(T.PRESETS),
+    p.add_argument("--preset", action="append", choices=list(PRESETS),
                    help="preset to time (repeatable; default portraits64 on CPU, portraits64 and paper256 on GPU)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: cuda if available)")
     p.add_argument("--batch", type=int, default=None, help="global minibatch (default: the preset's)")

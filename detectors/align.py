@@ -29,6 +29,8 @@ from dataclasses import asdict, dataclass, field
 import cv2
 import numpy as np
 
+from generator.util.imaging import centre_crop_resize, centre_square
+
 # The project's canonical face (the procedural portraits' layout, close to FFHQ's mean), as fractions of the
 # image (x, y). `align_face` lands within about 2 px at 256 of it; see the module docstring.
 CANONICAL_LANDMARKS = {"left_eye": (0.376, 0.469), "right_eye": (0.625, 0.469), "mouth": (0.5, 0.703)}
@@ -391,12 +393,8 @@ def warp_quad(rgb: np.ndarray, quad: np.ndarray, resolution: int) -> np.ndarray:
 def centre_crop(rgb: np.ndarray, resolution: int) -> tuple[np.ndarray, np.ndarray]:
     """The largest centred square resized to [R, R, 3], and its corners as a quad (TL, BL, BR, TR)."""
     _check_rgb(rgb)
-    H, W = rgb.shape[:2]
-    s = min(H, W)
-    x0, y0 = (W - s) // 2, (H - s) // 2
-    square = rgb[y0:y0 + s, x0:x0 + s]
-    interp = cv2.INTER_AREA if s > resolution else cv2.INTER_LANCZOS4
-    image = cv2.resize(square, (resolution, resolution), interpolation=interp)
+    y0, x0, s = centre_square(*rgb.shape[:2])
+    image = centre_crop_resize(rgb, resolution)  # the same square as the quad, Lanczos-resized
     e = np.array([[x0, y0], [x0, y0 + s], [x0 + s, y0 + s], [x0 + s, y0]], dtype=np.float64) - 0.5
     return image, e
 

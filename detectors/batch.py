@@ -13,9 +13,9 @@ with the same content under another name gets a copy of the earlier row without 
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
-import os
 import platform
 import sys
 import time
@@ -26,19 +26,26 @@ from typing import Callable, Iterable, Iterator
 import numpy as np
 import torch
 
+from detectors.align import align_face
+from detectors.calibration import Calibration, calibration_for
 from detectors.degrade import Degradation, degradation_of
-from detectors.images import ImageLoadError, RGBImage, find_images, fit_to_resolution, read_rgb, save_png, to_tensor
-from detectors.results import ResultsWriter, make_row, now_iso, read_results, write_json_atomic
+from detectors.images import ImageLoadError, RGBImage, find_images, read_rgb
+from detectors.report import write_reports
+from detectors.results import ResultRow, ResultsWriter, now_iso, read_results, sgproject_version
 from detectors.scoring import ImageScore, score_batch
+from generator import load_generator
 from generator.checkpoint import ModelInfo
-from generator.distributed import Dist, barrier, init_distributed
+from generator.metrics.lpips import PerceptualDistance, load_perceptual
 from generator.networks import Generator
-from projector.perceptual import PerceptualDistance
-from projector.project import ProjectorConfig
+from generator.util.distributed import Dist, barrier, init_distributed
+from generator.util.files import atomic_path, file_sha256, write_json_atomic
+from generator.util.imaging import centre_crop_resize, save_png, to_tensor, to_uint8
+from projector.project import ProjectorConfig, auto_batch_size
 
 RESULTS = "results.jsonl"
 RUN = "run.json"
 ASSETS = "assets"
+DEFAULT_STEPS = 300  # projection steps without a calibration (a calibration brings its own projector settings)
 
 
 @dataclass
@@ -63,27 +70,36 @@ class Prepared:
     path: Path
     image: RGBImage
     pixels: np.ndarray  # uint8 [R, R, 3]: what is projected
-    alignment: dict | None = None
-    notes: list[str] = field(default_factory=list)
+    alignment: dict | None = None  # Alignment.to_json() with align, else None
+    notes: list[str] = field(default_factory=list)  # what loading, cropping or alignment did
     degradation: Degradation | None = None  # the target's path, re-applied to the reconstruction
 
 
+def prepare_image(path: Path, resolution: int, *, align: bool = False) -> Prepared:
+    """Read, orient and convert one image, then align it (FFHQ-style) or centre-crop and resize it to resolution,
+    with the record of the source's degradation path. ImageLoadError when it cannot be judged.
+
+    The one preparation of an input for projection: detection and calibration both use it, so that a feature
+    means the same thing in both (batch them with generator.util.imaging.to_tensor)."""
+    img = read_rgb(path)
+    res = resolution
+    if align:
+        a = align_face(img.pixels, res)
+        notes = list(img.notes) + ([a.warning] if a.warning else [])
+        return Prepared(path, img, a.image, a.to_json(), notes, degradation_of(img, res, aligned=True))
+    notes = list(img.notes)
+    h, w = img.pixels.shape[:2]
+    if (h, w) != (res, res):
+        notes.append(f"centre-cropped and resized {w}x{h} -> {res}x{res}")
+    deg = degradation_of(img, res)
+    if deg is not None and not deg.is_identity:
+        notes.append(f"compared after re-applying the source's path: {deg.describe()}")
+    return Prepared(path, img, centre_crop_resize(img.pixels, res), None, notes, deg)
+
+
 def versions() -> dict:
-    from sgproject import __version__
-
-    return {"sgproject": __version__, "torch": torch.__version__, "python": sys.version.split()[0],
+    return {"sgproject": sgproject_version(), "torch": torch.__version__, "python": sys.version.split()[0],
             "platform": platform.platform()}
-
-
-def file_sha256(path: Path) -> str | None:
-    try:
-        h = hashlib.sha256()
-        with open(path, "rb") as f:
-            while block := f.read(1 << 20):
-                h.update(block)
-        return h.hexdigest()
-    except OSError:
-        return None
 
 
 class Detector:
@@ -96,7 +112,7 @@ class Detector:
         perceptual: PerceptualDistance,
         settings: DetectSettings,
         *,
-        calibration=None,  # detectors.calibration.Calibration or None (scores only)
+        calibration: Calibration | None = None,  # None: scores only
         device: torch.device | str = "cpu",
     ):
         self.G, self.model, self.perceptual, self.settings = G, model, perceptual, settings
@@ -107,39 +123,56 @@ class Detector:
         self.calibration_id = cal_id
         self.settings_key = settings.key(model.sha256, perceptual.identity, cal_id)
 
-    # ------------------------------------------------------------------------------------------------ inputs
-
-    def prepare(self, path: Path) -> Prepared:
-        """Read, orient, convert and crop (or align) one image; ImageLoadError when it cannot be judged."""
-        img = read_rgb(path)
-        res = self.G.img_resolution
-        if self.settings.align:
-            from detectors.align import align_face
-
-            a = align_face(img.pixels, res)
-            notes = list(img.notes) + ([a.warning] if a.warning else [])
-            return Prepared(path, img, a.image, a.to_json(), notes, degradation_of(img, res, aligned=True))
-        notes = list(img.notes)
-        h, w = img.pixels.shape[:2]
-        if (h, w) != (res, res):
-            notes.append(f"centre-cropped and resized {w}x{h} -> {res}x{res}")
-        deg = degradation_of(img, res)
-        if deg is not None and not deg.is_identity:
-            notes.append(f"compared after re-applying the source's path: {deg.describe()}")
-        return Prepared(path, img, fit_to_resolution(img.pixels, res), None, notes, deg)
+    @classmethod
+    def from_options(
+        cls,
+        model: str | None,  # a model name or file (generator.load_generator); None: the default model
+        device: torch.device | str,
+        *,
+        calibration: str | Path | None = None,  # a calibration file; None: the model's bundled one, if any
+        use_calibration: bool = True,  # False: scores only, no probabilities or verdicts
+        steps: int | None = None,  # projection steps; None: the calibration's, else DEFAULT_STEPS
+        seed: int = 0,
+        align: bool = False,
+        wplus: bool = False,  # also project into W+ (on anyway when the calibration uses lpips_wplus)
+        batch_size: int | None = None,  # None: auto_batch_size for the device
+        vgg_weights: str | Path | None = None,
+        warn: Callable[[str], None] | None = None,  # the random-LPIPS-backbone warning (uncalibrated runs)
+    ) -> "Detector":
+        """Load the model, its calibration and the perceptual network, and settle the settings. A calibration brings
+        its projector settings (`steps` overrides its step count) and refuses a model, projector, perceptual
+        network or alignment other than its own (CalibrationError)."""
+        G, info = load_generator(model, device)
+        cal = calibration_for(info.name, calibration) if use_calibration else None
+        if cal is not None:
+            cfg = ProjectorConfig(**cal.projector)
+            if steps is not None:
+                cfg.num_steps = steps
+            perceptual = load_perceptual(vgg_weights, device, require=cal.perceptual)
+            cal.check_compatible(model_sha256=info.sha256, projector_fingerprint=cfg.fingerprint(),
+                                 perceptual=perceptual.identity, align=align)
+        else:
+            cfg = ProjectorConfig(num_steps=steps or DEFAULT_STEPS)
+            perceptual = load_perceptual(vgg_weights, device, warn=warn)
+        settings = DetectSettings(config=cfg, seed=seed, align=align,
+                                  wplus=wplus or (cal is not None and "lpips_wplus" in cal.features),
+                                  batch_size=batch_size or auto_batch_size(G, torch.device(device), 64))
+        return cls(G, info, perceptual, settings, calibration=cal, device=device)
 
     # ------------------------------------------------------------------------------------------------- rows
 
     def error_row(self, path: Path, reason: str, d: Dist) -> dict:
         size = path.stat().st_size if path.exists() and path.is_file() else None
-        return make_row(path=str(path), sha256=file_sha256(path) if size is not None else None, size=size,
-                        status="error", error=reason, settings_key=self.settings_key, rank=d.rank)
+        try:
+            sha256 = file_sha256(path) if size is not None else None
+        except OSError:  # unreadable: the row says why in `error`
+            sha256 = None
+        return ResultRow(path=str(path), sha256=sha256, size=size, status="error", error=reason,
+                         settings_key=self.settings_key, rank=d.rank).to_json()
 
     def ok_row(self, p: Prepared, s: ImageScore, report_dir: Path, d: Dist) -> dict:
         stem = p.image.sha256[:16]
         assets = report_dir / ASSETS
-        from projector.outputs import to_uint8
-
         rel = {}
         for kind, pixels in (("target", p.pixels), ("reconstruction", to_uint8(s.projection.image)),
                              ("heatmap", s.heatmap)):
@@ -151,13 +184,13 @@ class Detector:
             probability = float(self.calibration.probability(s.features))
             verdict = self.calibration.verdict(probability)
         w, h = p.image.original_size
-        return make_row(
+        return ResultRow(
             path=str(p.path), sha256=p.image.sha256, size=p.path.stat().st_size, width=w, height=h,
             format=p.image.format, status="ok", verdict=verdict, probability=probability,
             features={k: _finite(v) for k, v in s.features.items()}, steps=s.projection.steps,
             seconds=round(s.projection.seconds, 3), notes=p.notes, alignment=p.alignment,
             settings_key=self.settings_key, rank=d.rank, **rel,
-        )
+        ).to_json()
 
     # -------------------------------------------------------------------------------------------------- run
 
@@ -234,7 +267,7 @@ class Detector:
         pending: set[str] = set()
         for path in files:
             try:
-                p = self.prepare(path)
+                p = prepare_image(path, self.G.img_resolution, align=self.settings.align)
             except ImageLoadError as e:
                 emit(self.error_row(path, str(e), d))
                 continue
@@ -242,8 +275,7 @@ class Detector:
             if sha in done:
                 prev = done[sha]
                 if (str(path), sha) not in self._judged:  # same content under another name: reuse the judgement
-                    emit({**prev, "path": str(path), "rank": d.rank, "time": now_iso(),
-                          "notes": list(prev.get("notes") or []) + [f"same content as {prev['path']}"]})
+                    emit(_copy_row(prev, path, list(prev.get("notes") or []), rank=d.rank))
                 continue
             if sha in pending:  # a duplicate inside the current batch: judged once, its row copied after
                 batch.append(p)
@@ -265,7 +297,7 @@ class Detector:
         yield unique
         for p in dupes:
             prev = done[p.image.sha256]
-            emit({**prev, "path": str(p.path), "time": now_iso(), "notes": p.notes + [f"same content as {prev['path']}"]})
+            emit(_copy_row(prev, p.path, p.notes))
 
     # ----------------------------------------------------------------------------------------------- finish
 
@@ -314,11 +346,9 @@ def _merge_rank_files(report_dir: Path) -> list[dict]:
         for row in read_results(f):
             merged[row["path"]] = row
     rows = sorted(merged.values(), key=lambda r: r["path"])
-    tmp = report_dir / f".{RESULTS}.tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
+    with atomic_path(report_dir / RESULTS) as tmp, open(tmp, "w", encoding="utf-8") as f:
         for row in rows:
             f.write(json.dumps(row, ensure_ascii=False) + "\n")
-    os.replace(tmp, report_dir / RESULTS)
     for f in report_dir.glob("results.rank*.jsonl"):
         f.unlink()
     return rows
@@ -337,9 +367,15 @@ def _load_error(path: Path, reason: str) -> str:
 
 
 def _write_reports(report_dir: Path, rows: list[dict], run_info: dict, formats, partial: bool) -> dict:
-    from detectors.report import write_reports
+    written = write_reports(report_dir, rows, run_info, formats=tuple(formats), partial=partial)
+    return {k: str(v) for k, v in written.items()}
 
-    return {k: str(v) for k, v in write_reports(report_dir, rows, run_info, formats=tuple(formats), partial=partial).items()}
+
+def _copy_row(prev: dict, path: Path, notes: list, **changes) -> dict:
+    """The row of an image already judged, for the same content under another path (now, with a note saying so)."""
+    row = dataclasses.replace(ResultRow.from_json(prev), path=str(path), time=now_iso(),
+                              notes=notes + [f"same content as {prev['path']}"], **changes)
+    return row.to_json()
 
 
 def _finite(v: float) -> float | None:

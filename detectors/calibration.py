@@ -43,7 +43,9 @@ from typing import Sequence
 
 import numpy as np
 
-from generator.errors import SGProjectError
+from detectors.results import now_iso, sgproject_version
+from generator.util.errors import SGProjectError
+from generator.util.files import atomic_path, write_json_atomic
 
 FORMAT = "sgproject-calibration"
 FORMAT_VERSION = 1
@@ -248,7 +250,7 @@ def cross_validate(xg: np.ndarray, xr: np.ndarray, folds: int = CV_FOLDS, seed: 
 
 def _logit_normal_quantile(p: np.ndarray, q: float) -> float:
     """The q-quantile of a normal distribution fitted to logit(p) (p clipped to [1e-6, 1 - 1e-6]), as a probability."""
-    from scipy.stats import norm
+    from scipy.stats import norm  # local: scipy.stats is heavy to import and only fitting needs it
 
     if len(p) < 2:
         return 0.5
@@ -433,12 +435,7 @@ class Calibration:
 
     def save(self, path: str | Path) -> Path:
         """Write JSON atomically (a reader sees the old file or the new one)."""
-        from detectors.results import write_json_atomic
-
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(path, self.to_dict())
-        return path
+        return write_json_atomic(path, self.to_dict())
 
     @classmethod
     def load(cls, path: str | Path) -> "Calibration":
@@ -476,15 +473,6 @@ def _json_safe(obj):
     return obj
 
 
-def _version() -> str:
-    try:
-        from importlib.metadata import version
-
-        return version("sgproject")
-    except Exception:
-        return "unknown"
-
-
 # ------------------------------------------------------------------------------------------------- fitting
 
 
@@ -506,8 +494,6 @@ def fit_calibration(
     folds: int = CV_FOLDS,
 ) -> Calibration:
     """Fit the decision, choose the verdict bands on cross-validated probabilities, and measure it."""
-    from detectors.results import now_iso
-
     if kind not in KINDS:
         raise CalibrationError(f"kind must be one of {', '.join(KINDS)}, got {kind!r}")
     if len(gen) < 2 or len(real) < 2:
@@ -559,7 +545,7 @@ def fit_calibration(
         projector_fingerprint=projector_fingerprint, perceptual=perceptual, align=bool(align), kind=kind,
         features=features, mean=mean.tolist(), std=std.tolist(), coef=coef.tolist(), intercept=b,
         threshold=None, t_generated=t_gen, t_real=t_real, metrics=_json_safe(metrics), created=now_iso(),
-        sgproject_version=_version(), n_generated=ng, n_real=len(xr), real_source=real_source,
+        sgproject_version=sgproject_version(), n_generated=ng, n_real=len(xr), real_source=real_source,
         generated_seeds=generated_seeds, seed=seed,
     )
     if kind == "threshold":
@@ -591,7 +577,9 @@ def calibration_for(model_name: str, explicit_path: str | Path | None = None) ->
 def plot_calibration(cal: Calibration, gen: Sequence[dict], real: Sequence[dict], path: str | Path) -> Path:
     """A PNG: ROC curves (calibration data and cross-validated), lpips histograms of both classes with the
     decision threshold, and P(generated) histograms with the verdict bands."""
-    from matplotlib.figure import Figure  # no pyplot: no global backend or state; savefig renders with Agg
+    # local: matplotlib is heavy to import and only plotting needs it. No pyplot: no global backend or state;
+    # savefig renders with Agg.
+    from matplotlib.figure import Figure
 
     path = Path(path)
     p_gen, p_real = cal.probabilities(gen), cal.probabilities(real)
@@ -637,8 +625,6 @@ def plot_calibration(cal: Calibration, gen: Sequence[dict], real: Sequence[dict]
     fig.suptitle(f"{cal.model_name} ({cal.model_sha256[:12]}), {cal.perceptual}, "
                  f"{cal.projector.get('num_steps', '?')} steps{', aligned' if cal.align else ''}", fontsize=10)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    fig.savefig(tmp, format="png")
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
     return path

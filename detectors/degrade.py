@@ -16,7 +16,8 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from detectors.images import RGBImage, fit_to_resolution
+from detectors.images import RGBImage
+from generator.util.imaging import centre_crop_resize
 
 
 @dataclass(frozen=True)
@@ -55,7 +56,7 @@ class Degradation:
             canvas = np.pad(x, ((top, h - side - top), (left, w - side - left), (0, 0)), mode="edge")
             canvas = jpeg_roundtrip(canvas, self.jpeg)
             x = canvas[top : top + side, left : left + side]
-        return fit_to_resolution(np.ascontiguousarray(x), self.resolution)
+        return centre_crop_resize(np.ascontiguousarray(x), self.resolution)
 
 
 def jpeg_roundtrip(pixels: np.ndarray, jpeg: dict) -> np.ndarray:

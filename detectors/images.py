@@ -7,11 +7,11 @@ guesses: the type is sniffed from the file's first bytes (not its extension), th
 must not judge pixels the file does not contain).
 
     read_rgb(path)            -> RGBImage (full size)
-    fit_to_resolution(px, R)  -> centre crop to a square, Lanczos resize to R x R
-    load_image(path, R)       -> both of the above
-    to_tensor / from_tensor   -> uint8 [N, H, W, 3] <-> float32 [N, 3, H, W] in [-1, 1]
-    save_png                  -> atomic PNG write
+    load_image(path, R)       -> read_rgb, then generator.util.imaging.centre_crop_resize to R x R, with a note
     find_images(paths)        -> expand files and folders into candidate image files
+
+Pixels to tensors and back, cropping and PNG writing are generator.util.imaging's (to_tensor, to_uint8,
+centre_crop_resize, save_png).
 """
 
 from __future__ import annotations
@@ -22,17 +22,16 @@ import logging
 import os
 import re
 import stat
-import tempfile
 import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
-import torch
-from PIL import ExifTags, Image, ImageFile, ImageOps
+from PIL import ExifTags, Image, ImageFile, ImageOps, JpegImagePlugin
 
-from generator.errors import SGProjectError
+from generator.util.errors import SGProjectError
+from generator.util.imaging import centre_crop_resize
 
 log = logging.getLogger(__name__)
 
@@ -391,8 +390,6 @@ def read_rgb(path: str | Path) -> RGBImage:
 
 def _jpeg_settings(im: Image.Image) -> dict | None:
     """The quantisation tables and chroma subsampling of a decoded JPEG, or None when Pillow does not expose them."""
-    from PIL import JpegImagePlugin
-
     try:
         tables = {int(k): [int(v) for v in t] for k, t in (getattr(im, "quantization", None) or {}).items()}
         sampling = JpegImagePlugin.get_sampling(im)
@@ -404,21 +401,6 @@ def _jpeg_settings(im: Image.Image) -> dict | None:
 
 
 # --------------------------------------------------------------------------------------------------- geometry
-
-
-def fit_to_resolution(pixels: np.ndarray, resolution: int) -> np.ndarray:
-    """Centre crop to a square (the shorter side), then Lanczos resize to resolution x resolution.
-    uint8 [H, W, 3] -> uint8 [R, R, 3]. A no-op copy when the input is already R x R."""
-    assert pixels.dtype == np.uint8 and pixels.ndim == 3 and pixels.shape[2] == 3, (pixels.dtype, pixels.shape)
-    assert resolution > 0, resolution
-    h, w = pixels.shape[:2]
-    side = min(h, w)
-    top, left = (h - side) // 2, (w - side) // 2
-    square = pixels[top : top + side, left : left + side]  # [S, S, 3]
-    if side == resolution:
-        return np.ascontiguousarray(square)
-    resized = Image.fromarray(np.ascontiguousarray(square)).resize((resolution, resolution), Image.Resampling.LANCZOS)
-    return np.asarray(resized)  # [R, R, 3]
 
 
 def _fit_note(height: int, width: int, resolution: int) -> str | None:
@@ -434,60 +416,15 @@ def _fit_note(height: int, width: int, resolution: int) -> str | None:
 
 
 def load_image(path: str | Path, resolution: int) -> RGBImage:
-    """`read_rgb` then `fit_to_resolution`: pixels are uint8 [R, R, 3], with a note when cropped or resized."""
+    """`read_rgb` then `centre_crop_resize`: pixels are uint8 [R, R, 3], with a note when cropped or resized."""
     image = read_rgb(path)
     h, w = image.pixels.shape[:2]
     note = _fit_note(h, w, resolution)
     return replace(
         image,
-        pixels=fit_to_resolution(image.pixels, resolution),
+        pixels=centre_crop_resize(image.pixels, resolution),
         notes=image.notes + ([note] if note else []),
     )
-
-
-# --------------------------------------------------------------------------------------------------- tensors
-
-
-def to_tensor(images: Sequence[np.ndarray], *, device: torch.device | str | None = None) -> torch.Tensor:
-    """uint8 [H, W, 3] images, all the same size -> float32 [N, 3, H, W] in [-1, 1] (v / 127.5 - 1)."""
-    if len(images) == 0:
-        raise ValueError("to_tensor needs at least one image")
-    shape = images[0].shape
-    for img in images:
-        assert img.dtype == np.uint8 and img.ndim == 3 and img.shape[2] == 3, (img.dtype, img.shape)
-        assert img.shape == shape, f"images differ in size: {img.shape} vs {shape}"
-    x = torch.from_numpy(np.stack(images))  # [N, H, W, 3] uint8
-    x = x.to(device=device).permute(0, 3, 1, 2).to(torch.float32)  # [N, 3, H, W]
-    return x / 127.5 - 1.0
-
-
-def from_tensor(x: torch.Tensor) -> np.ndarray:
-    """float [N, 3, H, W] or [3, H, W] in [-1, 1] -> uint8 [N, H, W, 3] or [H, W, 3], rounded and clamped."""
-    assert x.ndim in (3, 4) and x.shape[-3] == 3, tuple(x.shape)
-    u8 = ((x.detach().to(torch.float32) + 1.0) * 127.5).round().clamp(0, 255).to(torch.uint8)
-    u8 = u8.movedim(-3, -1)  # [..., H, W, 3]
-    return u8.cpu().numpy()
-
-
-def save_png(pixels: np.ndarray, path: str | Path) -> None:
-    """Write uint8 [H, W, 3] (or [H, W] grey) as PNG atomically: a reader sees the old file or the new, never half."""
-    assert pixels.dtype == np.uint8 and (pixels.ndim == 2 or (pixels.ndim == 3 and pixels.shape[2] == 3)), (
-        pixels.dtype,
-        pixels.shape,
-    )
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # The temp file lives beside the target so os.replace is a rename on one filesystem.
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            Image.fromarray(np.ascontiguousarray(pixels)).save(f, format="PNG")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 # --------------------------------------------------------------------------------------------------- discovery

@@ -3,7 +3,8 @@
     write_reports(report_dir, rows, run)      what the detect engine calls at the end of a run (and on interruption)
     render_from_results(results.jsonl)        re-renders from a results file and the run.json beside it
 
-`rows` are results rows (detectors/results.py); `run` is the run.json dict. Every key of `run` is optional: the
+`rows` are results rows as JSON objects (`ResultRow.to_json()`, detectors/results.py): the report reads them as
+dicts, tolerating missing keys, so that hand-made or older rows still render; `run` is the run.json dict. Every key of `run` is optional: the
 report shows what is there. Asset paths in rows (target, reconstruction, heatmap) are relative to the folder of
 the results file (`base_dir`); when the reports go elsewhere, report.json and report.csv get them rewritten
 relative to the report folder, and report.html never needs them: it embeds every image as a data: URI.
@@ -34,7 +35,12 @@ import statistics
 from pathlib import Path
 from typing import Any, Iterable
 
-from generator.errors import SGProjectError
+import jinja2
+from PIL import Image
+
+from detectors.results import read_results
+from generator.util.errors import SGProjectError
+from generator.util.files import write_bytes_atomic
 
 FORMATS = ("html", "json", "csv")
 FILES = {"html": "report.html", "json": "report.json", "csv": "report.csv"}
@@ -185,7 +191,7 @@ def write_reports(
     written = {}
     for fmt, data in rendered.items():
         path = report_dir / FILES[fmt]
-        _write_atomic(path, data)
+        write_bytes_atomic(path, data, fsync=True)
         written[fmt] = path
     return written
 
@@ -194,8 +200,6 @@ def render_from_results(
     results_path: Path, *, formats: Iterable[str] = FORMATS, out_dir: Path | None = None
 ) -> dict[str, Path]:
     """Re-render the reports from results.jsonl and the run.json beside it (optional); default out_dir: its folder."""
-    from detectors.results import read_results
-
     results_path = Path(results_path)
     if not results_path.is_file():
         raise ReportError(f"results file {results_path} not found")
@@ -214,19 +218,6 @@ def render_from_results(
     out = Path(out_dir) if out_dir is not None else results_path.parent
     return write_reports(out, rows, run, formats=formats, partial=bool(run.get("partial")),
                          base_dir=results_path.parent)
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def _relocated_rows(rows: list[dict], base_dir: Path, report_dir: Path) -> list[dict]:
@@ -333,8 +324,6 @@ class _Thumbs:
         return self.cache[rel]
 
     def _load(self, rel: str) -> dict | None:
-        from PIL import Image
-
         path = (self.base / rel).resolve()
         if not path.is_relative_to(self.base) or not path.is_file() or path.stat().st_size > ASSET_MAX_BYTES:
             return None  # rows name assets inside the report folder only
@@ -549,8 +538,6 @@ HEAT_VMAX = 0.5  # the heat maps' full-scale LPIPS value: detectors.scoring.HEAT
 
 
 def _template():
-    import jinja2
-
     env = jinja2.Environment(
         loader=jinja2.PackageLoader("detectors", "templates"),
         autoescape=True,  # every value is escaped: file names are attacker-controlled

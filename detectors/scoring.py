@@ -29,10 +29,10 @@ import torch
 import torch.nn.functional as F
 
 from detectors.degrade import Degradation
+from generator.metrics.lpips import PerceptualDistance
 from generator.networks import Generator
-from projector.outputs import to_uint8
-from projector.perceptual import PerceptualDistance
-from projector.project import Projection, ProjectorConfig, mse_psnr, project, w_statistics
+from generator.util.imaging import to_tensor, to_uint8
+from projector.project import Projection, ProjectorConfig, mse_psnr, project, uses_amp, w_statistics
 
 FEATURES = ("lpips", "psnr", "w_typicality", "noise_gaussianity")
 HEAT_VMAX = 0.5  # LPIPS map value shown at full heat (fixed, so maps are comparable across images)
@@ -43,8 +43,6 @@ class ImageScore:
     features: dict[str, float]  # FEATURES (+ lpips_wplus when asked for)
     projection: Projection  # the W projection (reconstruction, w, noise, trace)
     heatmap: np.ndarray  # uint8 [R, R, 3] RGB: where the reconstruction differs perceptually
-    heat_mean: float  # mean of the spatial LPIPS map
-    matched: np.ndarray  # uint8 [R, R, 3]: the reconstruction after the target's degradation (what was compared)
 
 
 def w_typicality(w: torch.Tensor, w_avg: torch.Tensor, w_std: float) -> float:
@@ -74,8 +72,10 @@ def score_batch(
 ) -> list[ImageScore]:
     """Project a batch into W (and W+ when asked) and compute every feature and the heat maps."""
     cfg_w = dataclasses.replace(config, space="w")
-    projections = project(G, targets, config=cfg_w, seed=seed, device=device, perceptual=perceptual,
-                          callback=callback)
+    projections, target_feats = project(G, targets, config=cfg_w, seed=seed, device=device, perceptual=perceptual,
+                                        callback=callback, return_target_features=True)
+    if uses_amp(cfg_w, device):
+        target_feats = None  # bfloat16 numbers: the comparison below is in float32
     w_avg, w_std = w_statistics(G, cfg_w.w_avg_samples)
     wplus_dist = None
     if wplus:
@@ -83,16 +83,18 @@ def score_batch(
         wplus_dist = [p.lpips for p in project(G, targets, config=cfg_p, seed=seed, device=device,
                                                perceptual=perceptual, callback=callback)]
     degradations = list(degradations) if degradations is not None else [None] * len(projections)
-    matched = []
+    matched = []  # uint8 [R, R, 3] per image: the reconstruction after the target's degradation (what is compared)
     for p, deg in zip(projections, degradations):
         u8 = to_uint8(p.image)
         matched.append(deg.apply(u8) if deg is not None else u8)
     with torch.no_grad():
-        recon = torch.from_numpy(np.stack(matched)).permute(0, 3, 1, 2).float().div(127.5).sub(1).to(device)
+        recon = to_tensor(matched, device=device)
         tgt = targets.to(device, torch.float32)
-        target_feats = perceptual.features(tgt)  # once, for both the map and the distance
-        spatial = perceptual.distance_to(recon, target_feats, spatial=True).cpu()  # [N, 1, h, w]
-        dist = perceptual.distance_to(recon, target_feats).cpu()
+        if target_feats is None:
+            target_feats = perceptual.features(tgt)
+        recon_feats = perceptual.features(recon)  # once, for both the map and the distance
+        spatial = perceptual.map_between(recon_feats, target_feats).cpu()  # [N, 1, h, w]
+        dist = perceptual.distance_between(recon_feats, target_feats).cpu()
         _, psnr = mse_psnr(recon.cpu(), tgt.cpu())
     out = []
     for i, p in enumerate(projections):
@@ -106,6 +108,5 @@ def score_batch(
         }
         if wplus_dist is not None:
             feats["lpips_wplus"] = wplus_dist[i]
-        out.append(ImageScore(feats, p, heatmap_rgb(spatial[i], G.img_resolution), float(spatial[i].mean()),
-                              matched[i]))
+        out.append(ImageScore(feats, p, heatmap_rgb(spatial[i], G.img_resolution)))
     return out

@@ -4,7 +4,7 @@ FIR resampling (`upfirdn2d`), resampling convolutions, equalised-learning-rate l
 convolution of StyleGAN2 (Karras et al. 2020, section 2.2). Plain torch: runs on CPU and GPU, no extensions.
 
 Padding conventions follow the official implementation exactly, so that official weights give the same
-images (see DESIGN.md, "Generator facts").
+images (docs/ARCHITECTURE.md, "Generator").
 """
 
 from __future__ import annotations

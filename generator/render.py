@@ -1,19 +1,21 @@
-"""Turning a generator into pictures: images from seeds, grids, and the style-mixing figure of the StyleGAN paper."""
+"""Turning a generator into pictures: images from seeds, grids, and the style-mixing figure of the StyleGAN paper.
+
+Pixels leave the generator through `generator.util.imaging.to_uint8` and are written with
+`generator.util.imaging.save_png` (docs/ARCHITECTURE.md, "Conventions").
+"""
 
 from __future__ import annotations
 
 import math
-import os
 import re
-from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
 import numpy as np
 import torch
-from PIL import Image
 
-from generator.errors import SGProjectError
 from generator.networks import Generator, mix_styles
+from generator.util.errors import SGProjectError
+from generator.util.imaging import to_uint8
 
 # Which ws each style range covers is defined by resolution, as in the StyleGAN paper (figure 3).
 STYLE_RANGES = {"coarse": (4, 8), "middle": (16, 32), "fine": (64, 1 << 30)}
@@ -38,12 +40,6 @@ def parse_seeds(text: str) -> list[int]:
     return seeds
 
 
-def to_uint8(img: torch.Tensor) -> np.ndarray:
-    """[N, C, H, W] in [-1, 1] -> uint8 [N, H, W, C] (rounded, clamped)."""
-    x = (img.detach().float() * 127.5 + 128).clamp(0, 255).to(torch.uint8)
-    return x.permute(0, 2, 3, 1).cpu().numpy()
-
-
 def make_grid(images: Sequence[np.ndarray], cols: int | None = None, *, pad: int = 0, fill: int = 255) -> np.ndarray:
     """Tile same-sized uint8 [H, W, C] images row by row; `cols` defaults to a near-square layout."""
     assert len(images) > 0
@@ -55,16 +51,6 @@ def make_grid(images: Sequence[np.ndarray], cols: int | None = None, *, pad: int
         r, q = divmod(i, cols)
         grid[r * (h + pad) : r * (h + pad) + h, q * (w + pad) : q * (w + pad) + w] = im
     return grid
-
-
-def save_image(pixels: np.ndarray, path: str | Path) -> Path:
-    """Write uint8 [H, W, 3|1] as PNG atomically (a partly written file never has the final name)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    Image.fromarray(pixels.squeeze(-1) if pixels.shape[-1] == 1 else pixels).save(tmp, format="PNG")
-    os.replace(tmp, path)
-    return path
 
 
 @torch.no_grad()
@@ -138,6 +124,6 @@ def style_mixing_figure(
 
 
 __all__ = [
-    "STYLE_RANGES", "generate_images", "make_grid", "mix_styles", "parse_seeds", "save_image",
-    "style_mixing_figure", "style_range_layers", "to_uint8",
+    "STYLE_RANGES", "generate_images", "make_grid", "mix_styles", "parse_seeds", "style_mixing_figure",
+    "style_range_layers",
 ]

@@ -13,31 +13,21 @@ from __future__ import annotations
 
 import io
 import json
-import os
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from generator.render import save_image
+from generator.util.files import write_bytes_atomic, write_text_atomic
+from generator.util.imaging import save_png, to_uint8
 from projector.project import Projection
-
-
-def _write_bytes_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+from projector.video import write_projection_video
 
 
 def _npz_bytes(**arrays: np.ndarray) -> bytes:
     buf = io.BytesIO()
     np.savez(buf, **arrays)
     return buf.getvalue()
-
-
-def to_uint8(img: torch.Tensor) -> np.ndarray:
-    """[C, H, W] in [-1, 1] -> uint8 [H, W, C]."""
-    return (img.float() * 127.5 + 128).clamp(0, 255).to(torch.uint8).permute(1, 2, 0).cpu().numpy()
 
 
 def save_projection(
@@ -47,23 +37,18 @@ def save_projection(
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     paths = {
-        "target": save_image(target, folder / "target.png"),
-        "projection": save_image(to_uint8(p.image), folder / "proj.png"),
+        "target": save_png(target, folder / "target.png"),
+        "projection": save_png(to_uint8(p.image), folder / "proj.png"),
     }
-    _write_bytes_atomic(folder / "projected_w.npz", _npz_bytes(w=p.w[None].numpy().astype(np.float32)))
-    paths["w"] = folder / "projected_w.npz"
+    paths["w"] = write_bytes_atomic(folder / "projected_w.npz", _npz_bytes(w=p.w[None].numpy().astype(np.float32)))
     noise = {f"noise_{k:02d}": m.numpy().astype(np.float32) for k, m in enumerate(p.noise)}
-    _write_bytes_atomic(folder / "noise.npz", _npz_bytes(**noise))
-    paths["noise"] = folder / "noise.npz"
-    _write_bytes_atomic(folder / "trace.json", json.dumps(p.trace).encode())
-    paths["trace"] = folder / "trace.json"
+    paths["noise"] = write_bytes_atomic(folder / "noise.npz", _npz_bytes(**noise))
+    paths["trace"] = write_text_atomic(folder / "trace.json", json.dumps(p.trace))
     if video and p.frames:
-        from projector.video import write_projection_video
-
         paths["video"] = write_projection_video(target, p.frames, folder / "proj.mp4", fps=fps)
     summary = {**meta, **p.summary(), "files": {k: Path(v).name for k, v in paths.items()}}
-    _write_bytes_atomic(folder / "summary.json", (json.dumps(summary, indent=2) + "\n").encode())
-    paths["summary"] = folder / "summary.json"
+    # ASCII JSON (non-ASCII characters escaped), as this file has always been written.
+    paths["summary"] = write_text_atomic(folder / "summary.json", json.dumps(summary, indent=2) + "\n")
     return {k: str(v) for k, v in paths.items()}
 
 

@@ -23,10 +23,11 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from generator.errors import SGProjectError
+from generator.metrics.lpips import PerceptualDistance, load_perceptual
 from generator.networks import Generator
+from generator.util.errors import SGProjectError
+from generator.util.imaging import to_uint8
 from projector.noise import gaussianity, noise_regularization, normalize_noise_
-from projector.perceptual import PerceptualDistance, load_perceptual
 from projector.schedule import learning_rate, w_noise_scale
 
 SPACES = ("w", "w+")
@@ -76,6 +77,11 @@ class ProjectorConfig:
 
 
 ADDED_OFF = {"init_samples": 0}  # setting: its value that means "as before it existed"
+
+
+def uses_amp(config: ProjectorConfig, device: torch.device | str) -> bool:
+    """Whether `project` runs synthesis and LPIPS under bfloat16 autocast: `amp` is set and the device is CUDA."""
+    return config.amp and torch.device(device).type == "cuda"
 
 
 @dataclass
@@ -140,9 +146,16 @@ def project(
     perceptual: PerceptualDistance | None = None,
     callback: Callable[[int, int, int], None] | None = None,  # (step, num_steps, images still optimising)
     record_frames: bool = False,
+    return_target_features: bool = False,
     **overrides,  # ProjectorConfig fields, e.g. space='w+', num_steps=200
-) -> list[Projection]:
+) -> list[Projection] | tuple[list[Projection], list[torch.Tensor]]:
     """Project every target image; returns one Projection per image, in order.
+
+    With `return_target_features`, returns (projections, target_features): the LPIPS features of the targets that
+    the projection was measured against (`PerceptualDistance.features`: one tensor per VGG layer, [N, C_l, h_l, w_l],
+    unit-normalised along C_l, on `device`), so that a caller comparing more images with the same targets need not
+    compute them again. They were computed under the projection's autocast (`uses_amp`): float32 numbers unless
+    amp ran on CUDA.
 
     Randomness (initial noise maps, noise on w) is drawn per image from a generator seeded by `seed`, so an image
     gets the same result in any batch.
@@ -159,7 +172,7 @@ def project(
     perceptual = perceptual if perceptual is not None else load_perceptual(device=device)
     perceptual = perceptual.to(device)
     targets = targets.to(device, torch.float32)
-    autocast = torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=cfg.amp and device.type == "cuda")
+    autocast = torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=uses_amp(cfg, device))
 
     w_avg, w_std = w_statistics(G, cfg.w_avg_samples)
     num_ws = G.num_ws
@@ -221,7 +234,7 @@ def project(
 
         d_list, r_list = dist.detach().cpu().tolist(), reg.detach().cpu().tolist()
         if frames is not None:
-            imgs = _to_uint8(synth.detach())
+            imgs = to_uint8(synth)  # [A, R, R, C]
         still = []
         for j, i in enumerate(active):
             steps_taken[i] = step + 1
@@ -241,8 +254,9 @@ def project(
             callback(step + 1, cfg.num_steps, len(active))
 
     elapsed = time.time() - t_start
-    return _finish(G, targets, target_feats, perceptual, w_opt, noise, steps_taken, stopped, traces, frames,
-                   elapsed, num_ws, autocast)
+    projections = _finish(G, targets, target_feats, perceptual, w_opt, noise, steps_taken, stopped, traces, frames,
+                          elapsed, num_ws, autocast)
+    return (projections, target_feats) if return_target_features else projections
 
 
 @torch.no_grad()
@@ -291,11 +305,6 @@ def _finish(G, targets, target_feats, perceptual, w_opt, noise, steps_taken, sto
             noise_gaussianity=float(gauss[i]), frames=frames[i] if frames is not None else None,
         ))
     return out
-
-
-def _to_uint8(img: torch.Tensor) -> np.ndarray:
-    """[N, C, H, W] in [-1, 1] -> uint8 [N, H, W, C]."""
-    return (img.float() * 127.5 + 128).clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
 
 
 @torch.no_grad()

@@ -9,7 +9,7 @@ from typing import Sequence
 import cv2
 import numpy as np
 
-from generator.errors import SGProjectError
+from generator.util.errors import SGProjectError
 
 
 def write_projection_video(
@@ -27,6 +27,8 @@ def write_projection_video(
     h, w = target.shape[:2]
     scale = max(1, -(-min_size // h))
     size = (2 * w * scale, h * scale)
+    # Not generator.util.files.atomic_path: OpenCV picks the container from the file name's extension, so the
+    # temporary name must keep '.mp4' at its end.
     tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
     writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*"mp4v"), fps, size)
     if not writer.isOpened():

@@ -1,4 +1,5 @@
-"""The typer application and what every command shares: consoles, device choice, error handling.
+"""The typer application and what every command shares: consoles, error handling, device choice
+(`generator.util.devices.pick_device`, whose errors `handle_errors` reports).
 
 Command modules (`sgproject/cmd_*.py`) import `app` from here and register themselves with `@app.command()`;
 `sgproject/cli.py` imports them all. Results go to stdout, progress and messages to stderr.
@@ -13,7 +14,8 @@ from typing import Callable, TypeVar
 import typer
 from rich.console import Console
 
-from generator.errors import SGProjectError
+from generator.util.devices import pick_device  # noqa: F401  (re-exported for the commands)
+from generator.util.errors import SGProjectError
 
 app = typer.Typer(
     name="sgproject",
@@ -52,21 +54,6 @@ def handle_errors(fn: F) -> F:
             raise typer.Exit(130)
 
     return wrapper  # type: ignore[return-value]
-
-
-def pick_device(name: str | None) -> "torch.device":  # noqa: F821
-    """`cuda` when available unless the user names a device; a clear error for one that does not exist."""
-    import torch
-
-    if name is None or name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(name)
-    except RuntimeError:
-        fail(f"unknown device {name!r} (use cpu, cuda, cuda:N or auto)")
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        fail(f"device {name!r} asked for, but CUDA is not available on this machine")
-    return dev
 
 
 def is_tty() -> bool:

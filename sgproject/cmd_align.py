@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import re
-import tempfile
 from pathlib import Path
 
 import typer
@@ -36,8 +34,11 @@ def align(
 
       sgproject align photos/ --outdir aligned/ --res 256
     """
+    # local: keeps --help fast
     from detectors.align import align_face
-    from detectors.images import ImageLoadError, find_images, read_rgb, save_png
+    from detectors.images import ImageLoadError, find_images, read_rgb
+    from generator.util.files import write_text_atomic
+    from generator.util.imaging import save_png
 
     paths, skipped = find_images(inputs)
     if not paths and not skipped:
@@ -60,7 +61,7 @@ def align(
         stem = _unique_stem(path.stem, used)
         save_png(result.image, outdir / f"{stem}.png")
         record = {"source": str(path), "source_sha256": image.sha256, **result.to_json()}
-        _write_json(record, outdir / f"{stem}.json")
+        write_text_atomic(outdir / f"{stem}.json", _dumps(record) + "\n")
 
         kind = "aligned" if result.aligned else "centre crop"
         counts[kind] += 1
@@ -88,15 +89,3 @@ def _dumps(obj: dict) -> str:
     text = json.dumps(obj, indent=2)
     inline = lambda m: "[" + ", ".join(m.group(1).replace(",", " ").split()) + "]"  # noqa: E731
     return re.sub(r"\[\s+([-+.eE0-9,\s]+?)\s+\]", inline, text)
-
-
-def _write_json(obj: dict, path: Path) -> None:
-    """Atomic write: a reader sees the old file or the new one, never half of one."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(_dumps(obj) + "\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

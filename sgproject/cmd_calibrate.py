@@ -1,41 +1,21 @@
 """`sgproject calibrate`: fit the decision 'generated or real' for one model, projector setting and LPIPS network.
 
-Generated images come from fresh seeds, starting at GENERATED_SEED_BASE (+ --seed): far from the seeds that
-`generate`, the samples and the tests use. They are rendered with per-seed random noise (as
-generator.render.generate_images does): generators in the wild are run with random noise as often as with their
-stored maps, and the projector knows neither (it starts from fresh noise), so the stored maps are no easier a case.
-They are quantised to uint8 exactly as a saved PNG is, so they match what a user has on disk.
-
-Real images are prepared as `detect` prepares its inputs (read_rgb, then fit_to_resolution or align_face, and the
-source's degradation re-applied to the reconstruction); with --align the generated images are aligned too, as
-`detect --align` would align them. Both classes are projected with one ProjectorConfig and one seed, in shared
-batches (an image's result does not depend on its batch), and the calibration is fitted by detectors.calibration.
+The work (fresh generated images, real ones prepared as `detect` prepares them, projection, fit, plot, features CSV)
+is detectors.calibrate's; this command parses, loads the model and renders.
 """
 
 from __future__ import annotations
 
-import csv
-import logging
-import os
 from pathlib import Path
 from typing import Optional
 
 import typer
+from rich.markup import escape
+from rich.progress import Progress
 from rich.table import Table
 
 from sgproject.app import app, err, fail, handle_errors, out, pick_device
 from sgproject.cmd_generate import MODEL_HELP, progress_bar
-
-GENERATED_SEED_BASE = 1_000_000  # first seed of the generated images (plus --seed)
-
-
-def _write_csv_atomic(path: Path, header: list[str], rows: list[list]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", newline="", encoding="utf-8") as f:
-        w = csv.writer(f)
-        w.writerow(header)
-        w.writerows(rows)
-    os.replace(tmp, path)
 
 
 def _fmt(v) -> str:
@@ -74,15 +54,12 @@ def calibrate(
 
       sgproject calibrate --model ffhq.pkl --real ffhq-real/ --align --steps 500 --out ffhq-calib.json
     """
-    from detectors.align import align_face
-    from detectors.calibration import fit_calibration, plot_calibration
-    from detectors.degrade import degradation_of
-    from detectors.images import ImageLoadError, find_images, fit_to_resolution, read_rgb, to_tensor
-    from detectors.scoring import FEATURES, score_batch
+    # local: keeps --help fast
+    from detectors.calibrate import CalibrateSettings, calibrate as run_calibration
+    from detectors.images import find_images
     from generator import load_generator
-    from generator.render import generate_images
-    from projector.perceptual import load_perceptual
-    from projector.project import ProjectorConfig, auto_batch_size
+    from generator.metrics.lpips import load_perceptual
+    from projector.project import ProjectorConfig
 
     if kind not in ("logistic", "threshold"):
         fail(f"--kind must be logistic or threshold, got {kind!r}")
@@ -95,89 +72,39 @@ def calibrate(
         err.print(f"[yellow]skipped[/] {path}: {reason}", highlight=False)
     if not candidates:
         fail(f"no images found under {real}")
-    plot_path = out_path.with_suffix(".png")
-    csv_path = out_path.with_name(out_path.stem + ".features.csv")
 
     dev = pick_device(device)
     G, info = load_generator(model, dev)
-    res = G.img_resolution
     perceptual = load_perceptual(vgg_weights, dev, warn=lambda m: err.print(f"[bold yellow]warning:[/] {m}"))
-    cfg = ProjectorConfig(num_steps=steps, early_stop=early_stop, amp=amp)
-    err.print(f"model [bold]{info.name}[/] ({res}px, sha256 {info.sha256[:12]}), {perceptual.identity}, "
-              f"{steps} steps, on {dev}", highlight=False)
-
-    # Real images first: a bad file is reported before minutes of optimisation. They are prepared exactly as
-    # `detect` prepares its inputs (detectors.batch.Detector.prepare), so the features mean the same thing.
-    reals: list[tuple[str, object, object]] = []  # (source, uint8 [R, R, 3], Degradation or None)
-    for path in candidates:
-        try:
-            rgb = read_rgb(path)
-        except ImageLoadError as e:
-            err.print(f"[red]skipped[/] {path}: {e}", highlight=False)
-            continue
-        if align:
-            a = align_face(rgb.pixels, res)
-            if a.warning:
-                err.print(f"[yellow]{path}: {a.warning}[/]", highlight=False)
-            reals.append((str(path), a.image, degradation_of(rgb, res, aligned=True)))
-        else:
-            reals.append((str(path), fit_to_resolution(rgb.pixels, res), degradation_of(rgb, res)))
-    if len(reals) < 2:
-        fail(f"{len(reals)} readable image(s) under {real}: a calibration needs at least 2 real images")
-    if len(reals) < 100:
-        err.print(f"[yellow]note:[/] {len(reals)} real images: a false-positive rate below {1 / len(reals):.1%} "
-                  "cannot be measured; use 100 or more for a calibration you will rely on", highlight=False)
-
-    seeds = list(range(GENERATED_SEED_BASE + seed, GENERATED_SEED_BASE + seed + n_generated))
+    settings = CalibrateSettings(config=ProjectorConfig(num_steps=steps, early_stop=early_stop, amp=amp),
+                                 n_generated=n_generated, seed=seed, batch_size=batch_size, align=align,
+                                 wplus=wplus, kind=kind)
+    err.print(f"model [bold]{info.name}[/] ({G.img_resolution}px, sha256 {info.sha256[:12]}), "
+              f"{perceptual.identity}, {steps} steps, on {dev}", highlight=False)
     with progress_bar() as bar:
-        task = bar.add_task("generating", total=len(seeds))
-        gens = []  # (source, uint8 [R, R, 3], None: a PNG at the model's size has no path to re-apply)
-        for s, arr in generate_images(G, seeds, noise_mode="random", callback=lambda k: bar.advance(task, k)):
-            gens.append((f"seed {s}", align_face(arr, res).image if align else arr, None))
+        run = run_calibration(
+            G, info, perceptual, candidates, out_path, settings=settings, device=dev, real_source=str(real),
+            on_skipped=lambda path, why: err.print(f"[red]skipped[/] {path}: {why}", highlight=False),
+            on_note=lambda m: err.print(f"[yellow]{escape(m)}[/]", highlight=False), progress=_progress(bar),
+        )
+    _print_summary(run, real)
 
-    items = gens + reals  # [(source, uint8 [R, R, 3], Degradation or None)]
-    bs = batch_size or auto_batch_size(G, dev, len(items))
-    passes = 2 if wplus else 1
-    scores = []
-    logging.getLogger("projector").setLevel(logging.WARNING)
-    with progress_bar() as bar:
-        task = bar.add_task("projecting", total=len(items) * steps * passes)
-        for start in range(0, len(items), bs):
-            chunk = items[start : start + bs]
-            base = bar.tasks[task].completed
-            state = {"pass": 0, "last": 0}
 
-            def on_step(step, total, active, base=base, k=len(chunk), state=state):
-                if step < state["last"]:  # the W+ projection started
-                    state["pass"] += 1
-                state["last"] = step
-                bar.update(task, completed=base + (state["pass"] * total + step) * k,
-                           description=f"projecting ({active} optimising)")
+def _progress(bar: Progress):
+    """detectors.calibrate's progress callback, drawn as one bar per stage."""
+    tasks: dict[str, int] = {}
 
-            scores += score_batch(G, to_tensor([c[1] for c in chunk]), config=cfg, perceptual=perceptual,
-                                  seed=seed, device=dev, wplus=wplus, degradations=[c[2] for c in chunk],
-                                  callback=on_step)
-            bar.update(task, completed=base + len(chunk) * steps * passes)
+    def progress(stage: str, done: int, total: int, detail: str | None) -> None:
+        if stage not in tasks:
+            tasks[stage] = bar.add_task(stage, total=total)
+        bar.update(tasks[stage], completed=done, total=total, **({"description": detail} if detail else {}))
 
-    feats = [s.features for s in scores]
-    gen_feats, real_feats = feats[: len(gens)], feats[len(gens) :]
-    features = FEATURES + (("lpips_wplus",) if wplus else ())
-    cal = fit_calibration(
-        gen_feats, real_feats, kind=kind, features=features, model_sha256=info.sha256, model_name=info.name,
-        projector=cfg.to_dict(), projector_fingerprint=cfg.fingerprint(), perceptual=perceptual.identity,
-        align=align, real_source=str(real), generated_seeds=f"{seeds[0]}-{seeds[-1]}", seed=seed,
-    )
-    cal.save(out_path)
-    plot_calibration(cal, gen_feats, real_feats, plot_path)
-    probs = cal.probabilities(feats)
-    header = ["class", "source", *cal.features, *[f for f in features if f not in cal.features],
-              "probability", "verdict"]
-    rows = []
-    for i, ((source, _, _), f) in enumerate(zip(items, feats)):
-        cls = "generated" if i < len(gens) else "real"
-        rows.append([cls, source, *[f.get(k) for k in header[2:-2]], float(probs[i]), cal.verdict(float(probs[i]))])
-    _write_csv_atomic(csv_path, header, rows)
+    return progress
 
+
+def _print_summary(run, real: Path) -> None:
+    """The fitted decision's figures on the calibration data and held out, its verdict bands, the files written."""
+    cal = run.calibration
     m, tr = cal.metrics, cal.metrics["train"]
     table = Table(show_header=True, box=None, header_style="bold")
     table.add_column("")
@@ -198,5 +125,5 @@ def calibrate(
     if cal.threshold is not None:
         line += f" (generated if LPIPS <= {cal.threshold:.4g})"
     out.print(line, highlight=False)
-    for p in (out_path, plot_path, csv_path):
+    for p in (run.json_path, run.plot_path, run.csv_path):
         out.print(str(p), highlight=False)

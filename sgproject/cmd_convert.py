@@ -25,20 +25,14 @@ def convert(
 
     Example: sgproject convert ffhq.pkl ffhq.safetensors
     """
-    from generator.checkpoint import save_generator
-    from generator.official import load_official, summary
+    from generator.official.load import convert_file  # local: keeps --help fast
 
     if dst.suffix != ".safetensors":
         fail(f"the output must be a .safetensors file, got {dst}")
     if dst.exists() and dst.resolve() == src.resolve():
         fail("the output would overwrite the input")
     err.print(f"converting {src} ...")
-    G, mi = load_official(src, "cpu", key=key)
-    try:
-        save_generator(G, dst, info=mi.info)
-    except OSError as e:
-        fail(f"cannot write {dst}: {e.strerror or e}")
-    record = summary(G, mi.info)
+    record = convert_file(src, dst, key=key)
     # One "name value" line each, never wrapped (hashes and paths stay whole for scripts and grep).
     out.print(f"{'written':<15} {dst}", soft_wrap=True, highlight=False, markup=False)
     for k, v in record.items():

@@ -41,7 +41,7 @@ def portraits(
 
       sgproject make-dataset portraits /tmp/faces --n 16 --res 256
     """
-    from generator.portraits import write_portraits
+    from generator.data.portraits import write_portraits  # local: keeps --help fast
 
     with Progress(TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(),
                   TimeElapsedColumn(), TimeRemainingColumn(), console=err) as bar:

@@ -11,11 +11,10 @@ from pathlib import Path
 from typing import Optional
 
 import typer
+from rich.markup import escape
 
 from sgproject.app import app, err, fail, handle_errors, out, pick_device
 from sgproject.cmd_generate import MODEL_HELP, progress_bar
-
-DEFAULT_STEPS = 300  # used without a calibration; a calibration brings its own projector settings
 
 VERDICT_STYLE = {"generated": "bold red", "real": "green", "uncertain": "yellow", None: "dim"}
 
@@ -60,12 +59,7 @@ def detect(
 
       torchrun --nproc_per_node=2 -m sgproject detect photos/ --report out/photos
     """
-    import torch
-
-    from detectors.batch import DetectSettings, Detector
-    from generator import load_generator
-    from projector.perceptual import load_perceptual
-    from projector.project import ProjectorConfig, auto_batch_size
+    from detectors.batch import Detector  # local: keeps --help fast
 
     fmts = tuple(f.strip() for f in formats.split(",") if f.strip())
     bad = [f for f in fmts if f not in ("html", "json", "csv")]
@@ -77,37 +71,21 @@ def detect(
 
     rank = int(os.environ.get("RANK", "0"))
     dev = pick_device(device)
-    if dev.type == "cuda" and "LOCAL_RANK" in os.environ:
-        dev = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
-    G, info = load_generator(model, dev)
+    if dev.type == "cuda" and "LOCAL_RANK" in os.environ:  # torchrun: one GPU per process
+        dev = pick_device(f"cuda:{os.environ['LOCAL_RANK']}")
     say = (lambda m: err.print(m, highlight=False)) if rank == 0 else (lambda m: None)
+    warn = (lambda m: err.print(f"[bold yellow]warning:[/] {m}")) if rank == 0 else (lambda m: None)
+    detector = Detector.from_options(model, dev, calibration=calibration, use_calibration=not no_calibration,
+                                     steps=steps, seed=seed, align=align, wplus=wplus, batch_size=batch_size,
+                                     vgg_weights=vgg_weights, warn=warn)
+    cal, info = detector.calibration, detector.model
+    if cal is None and not no_calibration:
+        say(f"[yellow]no calibration for {info.name}: scores only, no verdicts "
+            "(make one with `sgproject calibrate`)[/]")
+    say(f"model [bold]{info.name}[/] ({detector.G.img_resolution}px, sha256 {info.sha256[:12]}), "
+        f"{detector.perceptual.identity}, {detector.settings.config.num_steps} steps, "
+        f"{'calibrated' if cal else 'uncalibrated'}, on {dev}")
 
-    cal = None
-    if not no_calibration:
-        from detectors.calibration import calibration_for
-
-        cal = calibration_for(info.name, calibration)
-    if cal is not None:
-        cfg = ProjectorConfig(**cal.projector)
-        if steps is not None:
-            cfg.num_steps = steps
-        perceptual = load_perceptual(vgg_weights, dev, require=cal.perceptual)
-        cal.check_compatible(model_sha256=info.sha256, projector_fingerprint=cfg.fingerprint(),
-                             perceptual=perceptual.identity, align=align)
-    else:
-        cfg = ProjectorConfig(num_steps=steps or DEFAULT_STEPS)
-        warn = (lambda m: err.print(f"[bold yellow]warning:[/] {m}")) if rank == 0 else (lambda m: None)
-        perceptual = load_perceptual(vgg_weights, dev, warn=warn)
-        if not no_calibration:
-            say(f"[yellow]no calibration for {info.name}: scores only, no verdicts "
-                "(make one with `sgproject calibrate`)[/]")
-    settings = DetectSettings(config=cfg, seed=seed, align=align,
-                              wplus=wplus or (cal is not None and "lpips_wplus" in cal.features),
-                              batch_size=batch_size or auto_batch_size(G, dev, 64))
-    say(f"model [bold]{info.name}[/] ({G.img_resolution}px, sha256 {info.sha256[:12]}), {perceptual.identity}, "
-        f"{cfg.num_steps} steps, {'calibrated' if cal else 'uncalibrated'}, on {dev}")
-
-    detector = Detector(G, info, perceptual, settings, calibration=cal, device=dev)
     old_term = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
     command = " ".join(shlex.quote(a) for a in ["sgproject", *sys.argv[1:]])
     try:
@@ -131,8 +109,12 @@ def detect(
                                   on_result=on_result, on_total=on_total, on_step=on_step)
     finally:
         signal.signal(signal.SIGTERM, old_term)
-    if rank != 0:
-        return
+    if rank == 0:
+        _conclude(result, calibrated=cal is not None, report=report)
+
+
+def _conclude(result, *, calibrated: bool, report: Path) -> None:
+    """Rank 0's last word: the counts and where the report is; exit with the run's code (130 when interrupted)."""
     c = result.counts()
     where = result.reports.get("html") or next(iter(result.reports.values()), str(report))
     if result.interrupted:
@@ -141,7 +123,7 @@ def detect(
         raise typer.Exit(130)
     judged = c["total"] - c["error"]
     summary = (f"{c['generated']} generated, {c['real']} real, {c['uncertain']} uncertain"
-               if cal is not None else f"{judged} scored (no calibration)")
+               if calibrated else f"{judged} scored (no calibration)")
     err.print(f"{c['total']} files: {summary}, {c['error']} could not be judged. Report: {where}", highlight=False)
     raise typer.Exit(result.exit_code())
 
@@ -151,8 +133,6 @@ def _raise_keyboard_interrupt(signum, frame):
 
 
 def _line(row: dict) -> str:
-    from rich.markup import escape
-
     path = escape(row["path"])
     if row["status"] == "error":
         return f"[red]error[/]      {path}: {escape(row['error'] or '')}"

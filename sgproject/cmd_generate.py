@@ -55,11 +55,12 @@ def generate(
 
       sgproject generate --mix 1-4 10-15 --outdir mixing/
     """
-    from generator import load_generator
+    from generator import load_generator  # local: keeps --help fast
     from generator.networks import NOISE_MODES
     from generator.render import (
-        STYLE_RANGES, generate_images, make_grid, parse_seeds, save_image, style_mixing_figure, style_range_layers,
+        STYLE_RANGES, generate_images, make_grid, parse_seeds, style_mixing_figure, style_range_layers,
     )
+    from generator.util.imaging import save_png
 
     if noise_mode not in NOISE_MODES:
         fail(f"--noise-mode must be one of {', '.join(NOISE_MODES)}, got {noise_mode!r}")
@@ -76,7 +77,7 @@ def generate(
                 err.print(f"[yellow]skipped {name} styles: none at {G.img_resolution}px[/]")
                 continue
             fig = style_mixing_figure(G, rows, cols, layers, truncation_psi=trunc, noise_mode=noise_mode)
-            path = save_image(fig, outdir / f"mix-{name}.png")
+            path = save_png(fig, outdir / f"mix-{name}.png")
             out.print(str(path))
         return
 
@@ -87,11 +88,11 @@ def generate(
             G, seed_list, truncation_psi=trunc, truncation_cutoff=trunc_cutoff, noise_mode=noise_mode,
             batch_size=batch_size, callback=lambda k: bar.advance(task, k),
         ):
-            out.print(str(save_image(arr, outdir / f"seed{seed:04d}.png")))
+            out.print(str(save_png(arr, outdir / f"seed{seed:04d}.png")))
             if grid:
                 images.append(arr)
     if grid:
-        out.print(str(save_image(make_grid(images), outdir / "grid.png")))
+        out.print(str(save_png(make_grid(images), outdir / "grid.png")))
 
 
 @app.command(rich_help_panel="Generator")
@@ -104,7 +105,7 @@ def info(
 
     Example: sgproject info tiny
     """
-    from generator import load_generator
+    from generator import load_generator  # local: keeps --help fast
 
     G, mi = load_generator(model, "cpu")
     record = {

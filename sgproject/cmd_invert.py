@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 from pathlib import Path
 from typing import Optional
 
@@ -11,15 +10,6 @@ import typer
 
 from sgproject.app import app, err, fail, handle_errors, out, pick_device
 from sgproject.cmd_generate import MODEL_HELP, progress_bar
-
-
-def unique_folder(outdir: Path, stem: str, taken: set[str]) -> Path:
-    """outdir/stem, or outdir/stem-2, -3... when two inputs share a name."""
-    name, k = stem, 2
-    while name in taken:
-        name, k = f"{stem}-{k}", k + 1
-    taken.add(name)
-    return outdir / name
 
 
 @app.command(rich_help_panel="Forensics")
@@ -53,15 +43,15 @@ def invert(
 
       sgproject invert photo.jpg --align --space w+ --steps 500 --video --outdir out/photo
     """
-    import torch
-
-    from detectors.images import ImageLoadError, fit_to_resolution, read_rgb, to_tensor
+    # local: keeps --help fast
+    from detectors.batch import prepare_image
+    from detectors.images import ImageLoadError
     from generator import load_generator
-    from projector.outputs import save_projection
-    from projector.perceptual import load_perceptual
-    from projector.project import ProjectorConfig, auto_batch_size, project
+    from generator.metrics.lpips import load_perceptual
+    from projector.invert import InvertTarget, invert_images
+    from projector.project import SPACES, ProjectorConfig
 
-    if space not in ("w", "w+"):
+    if space not in SPACES:
         fail(f"--space must be w or w+, got {space!r}")
     dev = pick_device(device)
     G, info = load_generator(model, dev)
@@ -71,62 +61,35 @@ def invert(
     err.print(f"model [bold]{info.name}[/] ({res}px, sha256 {info.sha256[:12]}), {perceptual.identity}, on {dev}")
 
     # Load everything first: a bad file is reported at once, before minutes of optimisation.
-    loaded, failed, taken = [], 0, set()
+    targets, failed = [], 0
     for path in images:
         try:
-            rgb = read_rgb(path)
+            p = prepare_image(path, res, align=align)
         except ImageLoadError as e:
             err.print(f"[red]skipped[/] {path}: {e}")
             failed += 1
             continue
-        extra = {"source": str(path), "source_sha256": rgb.sha256, "load_notes": rgb.notes}
+        meta = {"source": str(path), "source_sha256": p.image.sha256, "load_notes": p.image.notes}
         if align:
-            from detectors.align import align_face
-
-            a = align_face(rgb.pixels, res)
-            pixels = a.image
-            extra["alignment"] = a.to_json()
-            if a.warning:
-                err.print(f"[yellow]{path}: {a.warning}[/]")
-        else:
-            pixels = fit_to_resolution(rgb.pixels, res)
-        loaded.append((path, pixels, extra, unique_folder(outdir, path.stem, taken)))
-    if not loaded:
+            meta["alignment"] = p.alignment
+            if p.alignment["warning"]:
+                err.print(f"[yellow]{path}: {p.alignment['warning']}[/]")
+        targets.append(InvertTarget(str(path), path.stem, p.pixels, meta, aligned=align))
+    if not targets:
         fail("no image could be read")
 
-    bs = batch_size or auto_batch_size(G, dev, len(loaded))
-    meta = {
-        "model": info.name, "model_sha256": info.sha256, "perceptual": perceptual.identity,
-        "projector": cfg.to_dict(), "projector_fingerprint": cfg.fingerprint(), "seed": seed, "device": str(dev),
-    }
-    logging.getLogger("projector").setLevel(logging.WARNING)
     with progress_bar() as bar:
-        task = bar.add_task("projecting", total=len(loaded) * steps)
-        for start in range(0, len(loaded), bs):
-            chunk = loaded[start : start + bs]
-            targets = to_tensor([c[1] for c in chunk])
-            done_before = bar.tasks[task].completed
-
-            def on_step(step, total, active, base=done_before, k=len(chunk)):
-                bar.update(task, completed=base + step * k, description=f"projecting ({active} optimising)")
-
-            results = project(G, targets, config=cfg, seed=seed, device=dev, perceptual=perceptual,
-                              callback=on_step, record_frames=video)
-            bar.update(task, completed=done_before + len(chunk) * steps)
-            for (path, pixels, extra, folder), p in zip(chunk, results):
-                if align:
-                    from detectors.images import save_png
-
-                    save_png(pixels, folder / "aligned.png")
-                files = save_projection(p, folder, target=pixels, meta={**meta, **extra}, video=video)
-                summary = {"image": str(path), "folder": str(folder), **p.summary(), "files": files}
-                if as_json:
-                    # One line per image (JSON Lines): each line parses on its own, as soon as it arrives.
-                    out.print_json(json.dumps(summary), indent=None, highlight=False)
-                else:
-                    bar.console.print(
-                        f"{path}: LPIPS {p.lpips:.4f}  PSNR {p.psnr:.2f} dB  ({p.steps} steps) -> {folder}",
-                        highlight=False,
-                    )
+        task = bar.add_task("projecting", total=len(targets) * steps)
+        on_step = lambda done, total, active: bar.update(  # noqa: E731
+            task, completed=done, description=f"projecting ({active} optimising)")
+        for r in invert_images(G, perceptual, targets, config=cfg, outdir=outdir, model=info, seed=seed, device=dev,
+                               batch_size=batch_size, video=video, progress=on_step):
+            p = r.projection
+            if as_json:
+                # One line per image (JSON Lines): each line parses on its own, as soon as it arrives.
+                out.print_json(json.dumps(r.summary()), indent=None, highlight=False)
+            else:
+                bar.console.print(f"{r.source}: LPIPS {p.lpips:.4f}  PSNR {p.psnr:.2f} dB  ({p.steps} steps) -> "
+                                  f"{r.folder}", highlight=False)
     if failed:
         raise typer.Exit(2)

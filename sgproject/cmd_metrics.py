@@ -1,8 +1,7 @@
-"""`sgproject metrics`: FID and PPL of a generator (the library is generator/metrics.py)."""
+"""`sgproject metrics`: FID and PPL of a generator (the library is `generator.metrics.evaluate`)."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Optional
 
@@ -12,11 +11,14 @@ from rich.table import Table
 from sgproject.app import app, err, fail, handle_errors, out, pick_device
 from sgproject.cmd_generate import MODEL_HELP, progress_bar
 
-METRICS = ("fid", "ppl")
+# How the library's notices are shown on stderr, by kind (generator.metrics.evaluate.MetricNotice)
+NOTICE = {"warning": "[yellow]warning:[/] {}", "note": "note: {}", "skipped": "[yellow]{}[/]"}
 
 
 def parse_metrics(text: str) -> list[str]:
     """'fid,ppl' -> ['fid', 'ppl'] (order kept, duplicates dropped); exits 2 on an unknown name."""
+    from generator.metrics.evaluate import METRICS  # local: keeps --help fast
+
     names = [m.strip().lower() for m in text.split(",") if m.strip()]
     if not names:
         fail(f"--metrics is empty: give one or more of {', '.join(METRICS)}")
@@ -75,9 +77,10 @@ def metrics(
 
       sgproject metrics --model tiny --data imgs/ --feature-net random --n-gen 256 --json
     """
-    from generator import load_generator
-    from generator.datasets import open_dataset
-    from generator.metrics import FEATURE_NETS, PPL_SAMPLING, compute_fid, compute_ppl, load_feature_network
+    from generator import load_generator  # local: keeps --help fast
+    from generator.metrics.evaluate import evaluate
+    from generator.metrics.features import FEATURE_NETS
+    from generator.metrics.ppl import PPL_SAMPLING
 
     names = parse_metrics(metric_names)
     if feature_net not in FEATURE_NETS:
@@ -90,22 +93,6 @@ def metrics(
     G, info = load_generator(model, dev)
     err.print(f"model [bold]{info.name}[/] ({G.img_resolution}px, sha256 {info.sha256[:12]}) on {dev}", highlight=False)
 
-    # Networks first: a missing weights file fails before any data are decoded or images rendered.
-    net = lpips = None
-    if "fid" in names:
-        net = load_feature_network(feature_net, inception_weights=inception_weights, device=dev)
-        if feature_net == "random":
-            err.print(f"[yellow]warning:[/] FID with a RANDOM feature network ({net.identity}): a smoke test, "
-                      "comparable only with runs made the same way, never with published FIDs", highlight=False)
-        elif feature_net == "portraits":
-            err.print(f"note: FID in the feature space of the portrait attribute network ({net.identity}): comparable "
-                      "with FIDs in that space only, never with published (Inception) FIDs", highlight=False)
-    if "ppl" in names:
-        from projector.perceptual import load_perceptual
-
-        lpips = load_perceptual(vgg_weights, dev, warn=lambda m: err.print(f"[yellow]warning:[/] {m}", highlight=False))
-
-    results: dict[str, dict] = {}
     with progress_bar() as bar:
         tasks: dict[str, int] = {}
 
@@ -114,36 +101,27 @@ def metrics(
                 tasks[stage] = bar.add_task(stage, total=total)
             bar.update(tasks[stage], completed=done, total=total)
 
-        if net is not None:
-            dataset = open_dataset(data, G.img_resolution, progress=lambda d, t: on_progress("decoding data", d, t))
-            if dataset.skipped:
-                err.print(f"[yellow]skipped {len(dataset.skipped)} unreadable files in {data}[/]", highlight=False)
-            results["fid"] = compute_fid(
-                G, dataset, n_gen=n_gen, n_real=n_real, batch=batch_size, device=dev, feature_net=net,
-                truncation_psi=trunc, seed=seed, progress=on_progress,
-            )
-            results["fid"]["data"] = dataset.source
-        if lpips is not None:
-            results["ppl"] = compute_ppl(
-                G, n=n_ppl, crop=crop, sampling=sampling, truncation_psi=trunc, batch=batch_size, device=dev,
-                perceptual=lpips, seed=seed, progress=on_progress,
-            )
+        report = evaluate(
+            G, info, metrics=names, data=data, feature_net=feature_net, inception_weights=inception_weights,
+            vgg_weights=vgg_weights, n_gen=n_gen, n_real=n_real, n_ppl=n_ppl, crop=crop, sampling=sampling,
+            truncation_psi=trunc, seed=seed, batch=batch_size, device=dev, progress=on_progress,
+            notify=lambda kind, message: err.print(NOTICE[kind].format(message), highlight=False),
+        )
 
-    record = {"model": info.name, "model_sha256": info.sha256, "resolution": G.img_resolution, "metrics": results}
     if as_json:
-        out.print_json(json.dumps(record), highlight=False)  # machine-readable: never colour codes
+        out.print_json(report.to_json(), highlight=False)  # machine-readable: never colour codes
         return
     table = Table(title=f"{info.name} ({G.img_resolution}px)")
     for col in ("metric", "value", "samples"):
         table.add_column(col)
     table.add_column("network", no_wrap=True)
     notes = []
-    if "fid" in results:
-        r = results["fid"]
+    if "fid" in report.metrics:
+        r = report.metrics["fid"]
         table.add_row("FID", f"{r['fid']:.3f}", f"{r['n_real']} real, {r['n_gen']} gen", r["feature_net"])
         notes.append(f"FID: data {r['data']}, psi {r['truncation_psi']}, noise {r['noise_mode']}, seed {r['seed']}")
-    if "ppl" in results:
-        r = results["ppl"]
+    if "ppl" in report.metrics:
+        r = report.metrics["ppl"]
         table.add_row("PPL", f"{r['ppl']:.2f}", str(r["n"]), r["perceptual"])
         crop_note = "face crop" if r["crop"] else "no crop"
         notes.append(f"PPL: W, {r['sampling']} sampling, eps {r['epsilon']:g}, {crop_note}, "

@@ -27,7 +27,7 @@ def report(
 
       sgproject report out/detect/results.jsonl --format html --out shared/
     """
-    from detectors.report import FORMATS, render_from_results, summarize
+    from detectors.report import FORMATS, render_from_results, summarize  # local: keeps --help fast
     from detectors.results import read_results
 
     wanted = [f.strip().lower() for f in formats.split(",") if f.strip()]

@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import json
+import contextlib
 import os
 import signal
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Iterator, Optional
 
 import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from sgproject.app import app, err, fail, handle_errors, out, pick_device
+from sgproject.app import app, err, handle_errors, out, pick_device
 
 
 @app.command(rich_help_panel="Generator")
@@ -52,30 +52,18 @@ def train(
 
       torchrun --nproc_per_node=2 -m sgproject train photos/ --outdir runs/faces
     """
-    import torch
+    import torch  # local: keeps --help fast
 
-    from generator.train import STATE_FILE, TrainConfig, TrainingError, train as run_training
+    from generator.training.config import TrainConfig  # local: keeps --help fast
+    from generator.training.loop import train as run_training
 
     rank = int(os.environ.get("RANK", "0"))
-    if threads:
-        torch.set_num_threads(threads)
-    dev = pick_device(device)
-    if dev.type == "cuda" and "LOCAL_RANK" in os.environ:
+    dev = pick_device(device, threads=threads)
+    if dev.type == "cuda" and "LOCAL_RANK" in os.environ:  # torchrun: one GPU per process
         dev = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
         torch.cuda.set_device(dev)
-
     if resume:
-        saved = outdir / "config.json"
-        if not (outdir / STATE_FILE).exists() or not saved.exists():
-            fail(f"--resume: {outdir} holds no run to resume (no {STATE_FILE})")
-        d = json.loads(saved.read_text())
-        d.update(kimg=kimg, snap_kimg=snap, tick_kimg=tick, outdir=str(outdir))  # the folder may have moved
-        config = TrainConfig(**d)
-        # The networks of a run are fixed: a contradicting option is an error, not something to ignore silently.
-        if cfg is not None and cfg != config.preset:
-            fail(f"--resume: the run in {outdir} was started with --cfg {config.preset}, not {cfg}")
-        if res is not None and res != config.g_config().resolution:
-            fail(f"--resume: the run in {outdir} trains at --res {config.g_config().resolution}, not {res}")
+        config = TrainConfig.for_resume(outdir, kimg=kimg, snap_kimg=snap, tick_kimg=tick, preset=cfg, resolution=res)
         if data != config.data:
             err.print(f"[yellow]note:[/] resuming on the run's own data {config.data!r}, not {data!r}")
     else:
@@ -84,67 +72,81 @@ def train(
             pl_weight=pl_weight, mixing_prob=mixing, xflip=xflip, amp=amp, g_lr=lr, d_lr=lr,
         )
         config = TrainConfig.from_preset(data, str(outdir), cfg or "portraits64", **overrides)
+    if rank == 0:
+        err.print(
+            f"training [bold]{config.preset}[/] {config.g_config().resolution}px on {config.data} -> {outdir} "
+            f"(batch {config.batch}, R1 gamma {config.r1_gamma:.4g}, device {dev}, "
+            f"{'resuming' if resume else 'new run'})"
+        )
+    with stop_on_signals(verbose=rank == 0) as should_stop, TrainProgress(config.kimg, rank) as progress:
+        state = run_training(config, device=dev, resume=resume, callback=progress.on_tick, should_stop=should_stop,
+                             data_progress=progress.on_data)
+    if rank == 0:
+        interrupted = getattr(state, "last_event", "") == "interrupted"
+        out.print(f"{'interrupted' if interrupted else 'finished'} at {state.nimg / 1000:.1f} kimg; "
+                  f"generator: {outdir / 'network-latest.safetensors'}")
+        if interrupted:
+            raise typer.Exit(130)
 
-    stop = {"requested": False}
+
+@contextlib.contextmanager
+def stop_on_signals(*, verbose: bool) -> Iterator[Callable[[], bool]]:
+    """Ctrl-C and SIGTERM ask the loop to stop after the current minibatch (it then writes a snapshot); a second
+    Ctrl-C leaves at once. Yields the `should_stop` poll; the previous handlers are restored on exit."""
+    requested = False
 
     def on_signal(signum, frame):
-        if stop["requested"]:  # a second Ctrl-C: leave now (the last snapshot is intact)
+        nonlocal requested
+        if requested:  # a second Ctrl-C: leave now (the last snapshot is intact)
             raise KeyboardInterrupt
-        stop["requested"] = True
-        if rank == 0:
+        requested = True
+        if verbose:
             err.print("[yellow]stopping after this minibatch: writing a snapshot (Ctrl-C again to quit now)[/]")
 
     old_int = signal.signal(signal.SIGINT, on_signal)
     old_term = signal.signal(signal.SIGTERM, on_signal)
-    g = config.g_config()
-    if rank == 0:
-        err.print(
-            f"training [bold]{config.preset}[/] {g.resolution}px on {config.data} -> {outdir} "
-            f"(batch {config.batch}, R1 gamma {config.r1_gamma:.4g}, device {dev}, "
-            f"{'resuming' if resume else 'new run'})"
-        )
-    bar = Progress(
-        TextColumn("[progress.description]{task.description}"), BarColumn(),
-        TextColumn("{task.fields[count]}"), TimeElapsedColumn(), TimeRemainingColumn(),
-        TextColumn("{task.fields[line]}"), console=err, disable=rank != 0,
-    )
     try:
-        with bar:
-            data_task = bar.add_task("preparing data", total=None, line="", count="")
-            task = bar.add_task("training", total=config.kimg, line="", count="", visible=False)
-
-            def data_progress(done: int, total: int) -> None:
-                bar.update(data_task, completed=done, total=total, count=f"{done}/{total} images")
-
-            def on_tick(t) -> None:
-                bar.update(data_task, visible=False)
-                s = t.stats
-                line = (
-                    f"{t.sec_per_kimg:6.1f} s/kimg  G {s.get('G_loss', float('nan')):.3f}  "
-                    f"D {s.get('D_loss', float('nan')):.3f}"
-                )
-                if "r1_penalty" in s:
-                    line += f"  R1 {s['r1_penalty']:.3g}"
-                if "pl_length" in s:
-                    line += f"  pl {s['pl_length']:.3f}"
-                bar.update(task, completed=t.kimg, line=line, visible=True, count=f"{t.kimg:.1f}/{config.kimg:g} kimg")
-                if t.snapshot:
-                    bar.console.print(f"{t.event} at {t.kimg:.1f} kimg: {t.snapshot}")
-                elif not err.is_terminal:
-                    bar.console.print(f"kimg {t.kimg:.2f}  {line}")
-
-            state = run_training(
-                config, device=dev, resume=resume, callback=on_tick,
-                should_stop=lambda: stop["requested"], data_progress=data_progress,
-            )
-    except TrainingError as e:
-        fail(str(e))
+        yield lambda: requested
     finally:
         signal.signal(signal.SIGINT, old_int)
         signal.signal(signal.SIGTERM, old_term)
-    if rank == 0:
-        latest = outdir / "network-latest.safetensors"
-        word = "interrupted" if getattr(state, "last_event", "") == "interrupted" else "finished"
-        out.print(f"{word} at {state.nimg / 1000:.1f} kimg; generator: {latest}")
-        if word == "interrupted":
-            raise typer.Exit(130)
+
+
+class TrainProgress:
+    """The progress display on stderr (rank 0 only): data preparation, then kimg with the latest losses."""
+
+    def __init__(self, total_kimg: float, rank: int):
+        self.total_kimg = total_kimg
+        self.bar = Progress(
+            TextColumn("[progress.description]{task.description}"), BarColumn(),
+            TextColumn("{task.fields[count]}"), TimeElapsedColumn(), TimeRemainingColumn(),
+            TextColumn("{task.fields[line]}"), console=err, disable=rank != 0,
+        )
+
+    def __enter__(self) -> "TrainProgress":
+        self.bar.__enter__()
+        self.data_task = self.bar.add_task("preparing data", total=None, line="", count="")
+        self.task = self.bar.add_task("training", total=self.total_kimg, line="", count="", visible=False)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.bar.__exit__(*exc)
+
+    def on_data(self, done: int, total: int) -> None:
+        self.bar.update(self.data_task, completed=done, total=total, count=f"{done}/{total} images")
+
+    def on_tick(self, t) -> None:  # t: generator.training.loop.Tick
+        self.bar.update(self.data_task, visible=False)
+        s = t.stats
+        nan = float("nan")
+        line = f"{t.sec_per_kimg:6.1f} s/kimg  G {s.get('G_loss', nan):.3f}  D {s.get('D_loss', nan):.3f}"
+        if "r1_penalty" in s:
+            line += f"  R1 {s['r1_penalty']:.3g}"
+        if "pl_length" in s:
+            line += f"  pl {s['pl_length']:.3f}"
+        count = f"{t.kimg:.1f}/{self.total_kimg:g} kimg"
+        self.bar.update(self.task, completed=t.kimg, line=line, visible=True, count=count)
+        if t.snapshot:
+            self.bar.console.print(f"{t.event} at {t.kimg:.1f} kimg: {t.snapshot}")
+        elif not err.is_terminal:
+            self.bar.console.print(f"kimg {t.kimg:.2f}  {line}")

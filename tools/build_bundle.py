@@ -1,7 +1,9 @@
 """Release pipeline of the bundled `portraits-64` model: snapshot -> package weights, model card, samples, grid.
 
-    python tools/build_bundle.py RUN_DIR [--network network-latest.safetensors] [--samples-only]
-    python tools/build_bundle.py --evaluation --fid fid.json --bench bench/results/detect.json
+    python -m tools.build_bundle RUN_DIR [--network network-latest.safetensors] [--samples-only]
+    python -m tools.build_bundle --evaluation --fid fid.json --bench bench/results/detect.json
+
+Run from the repository root.
 
 1. copies RUN_DIR/NETWORK to generator/weights/portraits-64.safetensors, with the model card in its header and in
    generator/weights/portraits-64.json (config, data recipe, kimg, wall time, hardware);
@@ -9,9 +11,10 @@
 3. regenerates samples/: face.png (a generated portrait), generated-*.png (fresh seeds), real-*.png (held-out
    procedural portraits of set 1, which training never saw: it used set 0) and labels.csv.
 
-Calibration and accuracy figures are separate steps (`sgproject calibrate`, bench/detect.py): they take long.
-`--evaluation` then adds them to the model card JSON beside the weights (generator/weights/portraits-64.json, key
-"evaluation"); the weights file itself is not touched, so its sha256, which the calibration names, stays the same.
+Calibration and accuracy figures are separate steps (`sgproject calibrate`, `python -m bench.detect`): they take
+long. `--evaluation` then adds them to the model card JSON beside the weights (generator/weights/portraits-64.json,
+key "evaluation"); the weights file itself is not touched, so its sha256, which the calibration names, stays the
+same.
 """
 
 from __future__ import annotations
@@ -19,33 +22,25 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import platform
 import sys
 from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from detectors.calibration import Calibration, bundled_calibration_path
+from generator.checkpoint import load_safetensors_generator, read_header, save_generator
+from generator.data.portraits import render_portrait
+from generator.registry import WEIGHTS_DIR
+from generator.render import generate_images, make_grid
+from generator.util.devices import cpu_model
+from generator.util.imaging import save_png
 
-from generator.checkpoint import WEIGHTS_DIR, load_safetensors_generator, read_header, save_generator  # noqa: E402
-from generator.portraits import render_portrait  # noqa: E402
-from generator.render import generate_images, make_grid, save_image  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]  # the repository: docs/ and samples/ are written here
 
 NAME = "portraits-64"
 GENERATED_SEEDS = [7, 21, 42, 99]  # samples/generated-*.png (face.png is seed 3)
 FACE_SEED = 3
 REAL_SET, REAL_INDICES = 1, [0, 1, 2, 3]  # held-out procedural portraits: set 1 (training used set 0)
-
-
-def cpu_name() -> str:
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def build_weights(run_dir: Path, network: str) -> Path:
@@ -63,7 +58,7 @@ def build_weights(run_dir: Path, network: str) -> Path:
                            "portraits:50000:0)", "held_out": "set 1 (seed 1) is never used for training"},
         "training": {k: train_info.get(k) for k in ("kimg", "step", "train_seconds", "preset", "batch", "r1_gamma",
                                                     "seed")},
-        "hardware": {"devices": devices, "cpu": cpu_name(), "torch": torch.__version__},
+        "hardware": {"devices": devices, "cpu": cpu_model(), "torch": torch.__version__},
         "source_snapshot": network,
         "parameters": sum(p.numel() for p in G.parameters()),
     }
@@ -75,7 +70,7 @@ def build_weights(run_dir: Path, network: str) -> Path:
 def build_grid_and_samples() -> None:
     G, info = load_safetensors_generator(WEIGHTS_DIR / f"{NAME}.safetensors")
     imgs = [a for _, a in generate_images(G, list(range(16)), noise_mode="const")]
-    save_image(make_grid(imgs, cols=4), ROOT / "docs" / "portraits64_grid.png")
+    save_png(make_grid(imgs, cols=4), ROOT / "docs" / "portraits64_grid.png")
     samples = ROOT / "samples"
     samples.mkdir(exist_ok=True)
     for old in samples.glob("*.png"):
@@ -84,12 +79,12 @@ def build_grid_and_samples() -> None:
     # Generated images carry random noise, as a generator's output in the wild does (seeded per image).
     for seed, arr in generate_images(G, [FACE_SEED] + GENERATED_SEEDS, noise_mode="random"):
         name = "face.png" if seed == FACE_SEED else f"generated-{seed}.png"
-        save_image(arr, samples / name)
+        save_png(arr, samples / name)
         rows.append({"file": name, "label": "generated", "source": f"{NAME} seed {seed}, noise random(seed)"})
     for i in REAL_INDICES:
         rgb, _ = render_portrait(REAL_SET, i, G.img_resolution)
         name = f"real-{i}.png"
-        save_image(rgb, samples / name)
+        save_png(rgb, samples / name)
         rows.append({"file": name, "label": "real", "source": f"procedural portrait set {REAL_SET} index {i}"})
     with open(samples / "labels.csv", "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=["file", "label", "source"])
@@ -100,8 +95,6 @@ def build_grid_and_samples() -> None:
 
 def write_evaluation(fid_path: Path | None, bench_path: Path | None) -> None:
     """Add measured figures to the card JSON beside the weights (not to the weights' header: see the docstring)."""
-    from detectors.calibration import Calibration, bundled_calibration_path
-
     weights = WEIGHTS_DIR / f"{NAME}.safetensors"
     G, info = load_safetensors_generator(weights)
     card_path = weights.with_suffix(".json")
@@ -143,7 +136,7 @@ def main() -> None:
     ap.add_argument("--samples-only", action="store_true", help="Keep the packaged weights; redo grid and samples.")
     ap.add_argument("--evaluation", action="store_true", help="Only add measured figures to the card JSON.")
     ap.add_argument("--fid", type=Path, help="with --evaluation: `sgproject metrics --json` output")
-    ap.add_argument("--bench", type=Path, help="with --evaluation: `bench/detect.py --out` output")
+    ap.add_argument("--bench", type=Path, help="with --evaluation: `python -m bench.detect --out` output")
     args = ap.parse_args()
     if args.evaluation:
         write_evaluation(args.fid, args.bench)

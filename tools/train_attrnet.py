@@ -1,30 +1,27 @@
-"""Train the portrait attribute network (generator/attrnet.py), the feature space of `--feature-net portraits`.
+"""Train the portrait attribute network (generator/metrics/attrnet.py), the feature space of `--feature-net portraits`.
 
-    python tools/train_attrnet.py [--n 50000] [--epochs 4] [--val 1000] [--out generator/weights/portraits-attr.safetensors]
+    python -m tools.train_attrnet [--n 50000] [--epochs 4] [--val 1000] [--out FILE]
+
+Run from the repository root; --out defaults to generator/weights/portraits-attr.safetensors.
 
 Training images: the first N portraits of set 0 (the GAN's training set, from the data set cache; rendered once if
-missing), labels from generator.portraits.sample_params. Validation: portraits of set 1 from index 30,000 (never
+missing), labels from generator.data.portraits.sample_params. Validation: portraits of set 1 from index 30,000 (never
 trained on by either network). The held-out accuracy per attribute goes into the weights' header and is printed.
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from generator.attrnet import (  # noqa: E402
-    WEIGHTS, PortraitAttributeNet, accuracy, images_to_tensor, labels_of, loss_of, save_attribute_net,
-)
-from generator.datasets import load_portraits  # noqa: E402
-from generator.portraits import render_portrait, sample_params  # noqa: E402
+from generator.data.datasets import load_portraits
+from generator.data.portraits import render_portrait, sample_params
+from generator.metrics.attrnet import WEIGHTS, PortraitAttributeNet, accuracy, labels_of, loss_of, save_attribute_net
+from generator.util.imaging import to_tensor
 
 VAL_SET, VAL_START = 1, 30_000
 
@@ -46,7 +43,7 @@ def main() -> None:
     data = load_portraits(args.n, 64, seed=0)
     cls, reg = labels_of([sample_params(0, i) for i in range(args.n)])
     val_px = np.stack([render_portrait(VAL_SET, VAL_START + i, 64)[0] for i in range(args.val)])
-    val_x = images_to_tensor(val_px)
+    val_x = to_tensor(val_px)
     val_cls, _ = labels_of([sample_params(VAL_SET, VAL_START + i) for i in range(args.val)])
     print(f"data ready in {time.time() - t0:.0f} s: {args.n} training, {args.val} validation images", flush=True)
 

@@ -10,6 +10,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from detectors.calibration import Calibration
+from generator import load_generator
+from generator.data.portraits import render_portrait
+from generator.metrics.lpips import random_identity
+from projector.project import ProjectorConfig
 from tests.cli.helpers import ANSI, assert_clean_failure, run
 from tests.detectors.helpers import offline_environment
 
@@ -26,8 +31,6 @@ def _environment(tmp_path_factory):
 def _real_folder(folder):
     """Images the tiny model never made: portraits (one larger than 32 px, one JPEG) and smooth colour fields, in
     a nested folder, plus a file that only looks like an image."""
-    from generator.portraits import render_portrait
-
     (folder / "sub").mkdir(parents=True)
     Image.fromarray(render_portrait(3, 0, 64, supersample=2)[0]).save(folder / "portrait0.png")
     Image.fromarray(render_portrait(3, 1, 48, supersample=2)[0]).save(folder / "sub" / "portrait1.jpg", quality=95)
@@ -64,11 +67,6 @@ def test_calibrate_writes_json_png_csv(calibrated):
 
 
 def test_calibration_file_records_its_validity(calibrated):
-    from detectors.calibration import Calibration
-    from generator import load_generator
-    from projector.perceptual import random_identity
-    from projector.project import ProjectorConfig
-
     _, out = calibrated
     cal = Calibration.load(out)
     _, info = load_generator("tiny")

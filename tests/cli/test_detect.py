@@ -15,8 +15,8 @@ from PIL import Image
 from detectors.calibration import fit_calibration
 from detectors.results import read_results
 from generator import load_generator
-from generator.portraits import render_portrait
-from projector.perceptual import ENV_WEIGHTS, load_perceptual
+from generator.data.portraits import render_portrait
+from generator.metrics.lpips import ENV_WEIGHTS, load_perceptual
 from projector.project import ProjectorConfig
 from tests.cli.helpers import assert_clean_failure, clean_lines, run
 

@@ -12,8 +12,8 @@ import pytest
 from PIL import Image
 
 from generator import load_generator
-from generator.portraits import render_portrait
-from projector.perceptual import ENV_WEIGHTS
+from generator.data.portraits import render_portrait
+from generator.metrics.lpips import ENV_WEIGHTS
 from projector.project import ProjectorConfig
 from tests.cli.helpers import assert_clean_failure, clean_lines, run
 

@@ -9,8 +9,8 @@ import pytest
 import torch
 from PIL import Image
 
-import generator.train as train_mod
-from generator.checkpoint import load_generator
+import generator.training.loop as train_mod
+from generator.registry import load_generator
 from tests.cli.helpers import ANSI, assert_clean_failure, run
 
 QUICK = ["--cfg", "tiny", "--kimg", "0.008", "--snap", "0.004", "--tick", "0.004", "--threads", "1"]

@@ -13,7 +13,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from detectors.results import ResultsWriter, make_row, write_json_atomic
+from detectors.results import ResultsWriter, make_row
+from generator.data.portraits import render_portrait
+from generator.util.files import write_json_atomic
 
 PWNED = "PWNED"
 MALICIOUS_SCRIPT = f"uploads/<script>document.title='{PWNED}'</script>.png"
@@ -54,8 +56,6 @@ class FakeReport:
 
 
 def _portrait(index: int, res: int) -> np.ndarray:
-    from generator.portraits import render_portrait
-
     return render_portrait(7, index, res)[0]
 
 

@@ -9,11 +9,14 @@ import cv2
 import numpy as np
 import pytest
 import skimage.data
+from PIL import Image
 from typer.testing import CliRunner
 
 from detectors.align import (
     CANONICAL_LANDMARKS, Alignment, Landmarks, align_face, detect_landmarks, ffhq_quad, quad_to_output, warp_quad,
 )
+from generator.data.portraits import render_portrait
+from sgproject.cli import app  # the real entry point, with every command registered
 
 R = 256  # output resolution of the geometry tests
 NAMES = ("left_eye", "right_eye", "mouth")
@@ -230,8 +233,6 @@ def test_rejects_what_is_not_uint8_rgb():
 
 
 def test_portraits_with_known_landmarks_come_back_to_the_canonical_place():
-    from generator.portraits import render_portrait
-
     rng = np.random.default_rng(7)
     for index in range(4):
         img, P = render_portrait(0, index, R)
@@ -252,8 +253,6 @@ def test_portraits_with_known_landmarks_come_back_to_the_canonical_place():
 def test_haar_landmarks_on_portraits_are_close_when_found():
     # The Haar cascades were trained on photos; they find about half of these drawn faces (2 of these 6, 22 of the
     # first 40 at 256 px with both eyes). What matters is that a hit is a good one.
-    from generator.portraits import render_portrait
-
     checked = 0
     for index in range(6):
         img, P = render_portrait(0, index, R)
@@ -270,10 +269,6 @@ def test_haar_landmarks_on_portraits_are_close_when_found():
 
 
 def test_cli_writes_crops_and_json_and_reports_unreadable_files(tmp_path, astronaut):
-    from PIL import Image
-
-    from sgproject.cli import app  # the real entry point, with every command registered
-
     src = tmp_path / "in"
     src.mkdir()
     Image.fromarray(astronaut).save(src / "astronaut.png")

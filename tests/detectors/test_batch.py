@@ -19,10 +19,11 @@ import detectors.batch as batch
 from detectors.batch import Detector, DetectSettings, RunResult
 from detectors.calibration import fit_calibration
 from detectors.degrade import degradation_of
-from detectors.images import fit_to_resolution, read_rgb
+from detectors.images import read_rgb
 from detectors.results import read_results
 from generator import load_generator
-from projector.perceptual import ENV_WEIGHTS, load_perceptual
+from generator.metrics.lpips import ENV_WEIGHTS, load_perceptual
+from generator.util.imaging import centre_crop_resize
 from projector.project import ProjectorConfig
 from tests.detectors.badfiles import make_bad_files
 from tests.detectors.helpers import offline_environment
@@ -305,9 +306,9 @@ def test_jpeg_tables_reproduce_the_files_pixels(tmp_path):
     img = read_rgb(tmp_path / "a.jpg")
     deg = degradation_of(img, 32)
     assert deg.jpeg is not None and not deg.is_identity and "JPEG" in deg.describe()
-    target = fit_to_resolution(img.pixels, 32)
+    target = centre_crop_resize(img.pixels, 32)
     # the generator's output would be the clean image at the model's size: the chain gives the file back
-    recon = fit_to_resolution(clean, 32)
+    recon = centre_crop_resize(clean, 32)
     diff = np.abs(deg.apply(recon).astype(int) - target.astype(int)).max()
     assert diff <= 1, diff
     assert np.abs(recon.astype(int) - target.astype(int)).max() > 1  # the JPEG did change something
@@ -322,6 +323,6 @@ def test_resized_source_chain_matches_the_loader(tmp_path):
     img = read_rgb(tmp_path / "big.png")
     deg = degradation_of(img, 32)
     assert not deg.is_identity and deg.crop_side == 48 and "resized 32->48->32" in deg.describe()
-    target = fit_to_resolution(img.pixels, 32)
+    target = centre_crop_resize(img.pixels, 32)
     np.testing.assert_array_equal(deg.apply(recon), target)
     assert not np.array_equal(recon, target)  # the resize path is not a no-op

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 
+import cv2
 import numpy as np
 import pytest
 from PIL import Image
@@ -22,7 +23,13 @@ from detectors.calibration import (
     tpr_at_fpr,
     verdict_thresholds,
 )
-from generator.errors import SGProjectError
+from detectors.scoring import FEATURES, score_batch
+from generator.data.portraits import render_portrait
+from generator.metrics.lpips import load_perceptual
+from generator.render import generate_images
+from generator.util.errors import SGProjectError
+from generator.util.imaging import centre_crop_resize, to_tensor
+from projector.project import ProjectorConfig
 from tests.detectors.helpers import offline_environment
 
 IDENTITY = dict(model_sha256="a" * 64, model_name="tiny", projector={"space": "w", "num_steps": 30},
@@ -94,8 +101,6 @@ def test_tpr_at_fpr_constructed():
 
 
 def test_default_features_are_the_scores_features():
-    from detectors.scoring import FEATURES
-
     assert calmod.DEFAULT_FEATURES == FEATURES  # a literal there, so fitting does not import the projector
 
 
@@ -307,12 +312,7 @@ def test_plot_writes_png(tmp_path, separable, separable_cal):
 
 def _unrelated(n: int, res: int) -> list[np.ndarray]:
     """Images the tiny model never made: procedural portraits and smooth random colour fields."""
-    import cv2
-
-    from detectors.images import fit_to_resolution
-    from generator.portraits import render_portrait
-
-    out = [fit_to_resolution(render_portrait(7, i, 64, supersample=2)[0], res) for i in range(n // 2)]
+    out = [centre_crop_resize(render_portrait(7, i, 64, supersample=2)[0], res) for i in range(n // 2)]
     rng = np.random.default_rng(0)
     for _ in range(n - len(out)):
         small = rng.integers(0, 256, (4, 4, 3)).astype(np.uint8)
@@ -322,12 +322,6 @@ def _unrelated(n: int, res: int) -> list[np.ndarray]:
 
 def test_calibration_separates_tiny_images_from_unrelated_ones(tiny, tmp_path):
     """The paper's claim on the tiny model: its own (uint8-quantised) images project better than other images."""
-    from detectors.images import to_tensor
-    from detectors.scoring import score_batch
-    from generator.render import generate_images
-    from projector.perceptual import load_perceptual
-    from projector.project import ProjectorConfig
-
     n = 6
     gen = [a for _, a in generate_images(tiny, list(range(1_000_000, 1_000_000 + n)), noise_mode="random")]
     real = _unrelated(n, tiny.img_resolution)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 
@@ -15,16 +16,13 @@ from detectors.images import (
     MIN_SIDE,
     ImageLoadError,
     find_images,
-    fit_to_resolution,
-    from_tensor,
     load_image,
     read_rgb,
-    save_png,
     scale_16_to_8,
     sniff_format,
-    to_tensor,
 )
-from generator.errors import SGProjectError
+from generator.util.errors import SGProjectError
+from generator.util.imaging import centre_crop_resize, save_png, to_tensor, to_uint8
 from tests.detectors import badfiles
 
 
@@ -243,8 +241,6 @@ def test_bomb_message_without_dimensions() -> None:
 
 
 def test_hash_is_of_the_file_bytes(bad: tuple[Path, dict[str, str | None]]) -> None:
-    import hashlib
-
     folder, _ = bad
     path = folder / "image.bmp"
     assert read_rgb(path).sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
@@ -271,16 +267,16 @@ def test_sniffing_ignores_extensions(bad: tuple[Path, dict[str, str | None]], tm
 # ----------------------------------------------------------------------------------------------- geometry
 
 
-def test_fit_to_resolution_crops_the_centre() -> None:
+def test_centre_crop_resize_crops_the_centre() -> None:
     wide = np.zeros((48, 64, 3), np.uint8)
     wide[:, 8:56] = 255  # the centre 48 columns are white, 8 black columns each side
-    out = fit_to_resolution(wide, 48)
+    out = centre_crop_resize(wide, 48)
     assert out.shape == (48, 48, 3) and (out == 255).all()  # pure crop, no resize
     tall = np.zeros((64, 48, 3), np.uint8)
     tall[8:56] = 255
-    small = fit_to_resolution(tall, 16)
+    small = centre_crop_resize(tall, 16)
     assert small.shape == (16, 16, 3) and small.dtype == np.uint8 and (small == 255).all()
-    assert fit_to_resolution(_rgb(10, 10), 32).shape == (32, 32, 3)  # upscaling works too
+    assert centre_crop_resize(_rgb(10, 10), 32).shape == (32, 32, 3)  # upscaling works too
 
 
 def test_load_image_notes(tmp_path: Path) -> None:
@@ -305,15 +301,15 @@ def test_tensor_round_trip_is_exact() -> None:
     assert x.shape == (3, 3, 8, 8) and x.dtype == torch.float32
     assert x.min() >= -1 and x.max() <= 1
     assert x[0, :, 0, 0].tolist() == pytest.approx([-1.0, 1.0, 128 / 127.5 - 1], abs=1e-6)
-    back = from_tensor(x)
+    back = to_uint8(x)
     assert back.shape == (3, 8, 8, 3) and back.dtype == np.uint8
     assert (back == np.stack(batch)).all()
-    assert (from_tensor(x[1]) == batch[1]).all()  # unbatched [3, H, W]
+    assert (to_uint8(x[1]) == batch[1]).all()  # unbatched [3, H, W]
 
 
-def test_from_tensor_clamps_and_rounds() -> None:
+def test_to_uint8_clamps_and_rounds() -> None:
     x = torch.tensor([-3.0, -1.0, 0.0, 1.0, 5.0, 1 / 127.5 - 1 + 0.003]).reshape(1, 1, 6).expand(3, 1, 6)
-    assert from_tensor(x)[0, :, 0].tolist() == [0, 0, 128, 255, 255, 1]  # 0 -> 127.5 rounds to even: 128
+    assert to_uint8(x)[0, :, 0].tolist() == [0, 0, 128, 255, 255, 1]  # 0 -> 127.5 rounds to even: 128
 
 
 def test_to_tensor_rejects_mixed_sizes() -> None:

@@ -11,12 +11,14 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
+from PIL import Image
 from typer.testing import CliRunner
 
 import sgproject.cli  # noqa: F401  (registers the commands on `app`)
 from detectors import report as rp
 from detectors.report import ReportError, render_from_results, summarize, write_reports
 from detectors.results import make_row, read_results
+from detectors.scoring import HEAT_VMAX
 from sgproject.app import app
 from tests.detectors.report_fixtures import (
     MALICIOUS_IMG, MALICIOUS_SCRIPT, NON_ASCII, PWNED, FakeReport, make_report, make_run,
@@ -263,8 +265,6 @@ def test_html_warns_loudly_about_the_random_backbone_and_missing_calibration(fak
 
 
 def test_html_survives_missing_foreign_and_large_assets(fake):
-    from PIL import Image
-
     Image.new("RGB", (1024, 1024), (200, 30, 30)).save(fake.dir / "assets" / "big.png")
     rows = [dict(fake.rows[0], target="assets/big.png", reconstruction="../../../etc/passwd",
                  heatmap="assets/does-not-exist.png")]
@@ -283,8 +283,6 @@ def test_no_histogram_without_scores():
 
 
 def test_heat_scale_matches_the_scoring_module():
-    from detectors.scoring import HEAT_VMAX
-
     assert rp.HEAT_VMAX == HEAT_VMAX
 
 

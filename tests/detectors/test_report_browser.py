@@ -13,6 +13,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from detectors.report import write_reports
 from tests.detectors.report_fixtures import PWNED, make_report
@@ -105,8 +106,6 @@ def test_an_unknown_sort_key_in_the_address_is_ignored(report):
 def test_screenshot(report, tmp_path):
     shot = tmp_path / "report.png"
     run_chromium((report.dir / "report.html").as_uri(), f"--screenshot={shot}", "--window-size=1440,2000")
-    from PIL import Image
-
     with Image.open(shot) as im:
         assert im.size == (1440, 2000)
         colours = im.convert("RGB").resize((72, 100)).getcolors(72 * 100)

@@ -13,17 +13,10 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from generator.checkpoint import (
-    FORMAT,
-    FORMAT_VERSION,
-    available_models,
-    file_sha256,
-    load_generator,
-    read_header,
-    save_generator,
-    tensors_sha256,
-)
-from generator.errors import CheckpointError, ModelNotFoundError, SGProjectError
+from generator.checkpoint import FORMAT, FORMAT_VERSION, read_header, save_generator, tensors_sha256
+from generator.util.files import file_sha256
+from generator.registry import available_models, load_generator
+from generator.util.errors import CheckpointError, ModelNotFoundError, SGProjectError
 
 
 @pytest.fixture(scope="module")

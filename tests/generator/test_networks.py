@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from generator.errors import SGProjectError
+from generator.util.errors import SGProjectError
 from generator.networks import (
     Generator,
     GeneratorConfig,
@@ -18,7 +18,8 @@ from generator.networks import (
     normalize_2nd_moment,
     truncate,
 )
-from generator.render import make_grid, parse_seeds, style_range_layers, to_uint8
+from generator.render import make_grid, parse_seeds, style_range_layers
+from generator.util.imaging import to_uint8
 
 
 def _z(n: int, seed: int, z_dim: int = 64) -> torch.Tensor:

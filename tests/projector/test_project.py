@@ -15,14 +15,16 @@ import types
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
-from detectors.images import fit_to_resolution, from_tensor, to_tensor
-from generator.portraits import render_portrait
-from projector.outputs import load_projection, save_projection, to_uint8
-from projector.perceptual import ENV_WEIGHTS, _normalize, downsample_to, load_perceptual
+from generator.data.portraits import render_portrait
+from generator.metrics.lpips import ENV_WEIGHTS, _normalize, downsample_to, load_perceptual
+from generator.util.imaging import centre_crop_resize, to_tensor, to_uint8
+from projector.outputs import load_projection, save_projection
 from projector.project import (
     ProjectionError,
     ProjectorConfig,
+    _closest_starts,
     auto_batch_size,
     mse_psnr,
     project,
@@ -59,13 +61,13 @@ def generated(G, seeds) -> torch.Tensor:
     """Images of G from z seeds, through uint8 as a saved PNG would be. [N, 3, R, R] in [-1, 1]"""
     with torch.no_grad():
         imgs = torch.cat([G(G.z_from_seed(s)) for s in seeds])
-    return to_tensor(list(from_tensor(imgs)))
+    return to_tensor(list(to_uint8(imgs)))
 
 
 def portrait(seed: int, res: int = 32) -> torch.Tensor:
     """A procedural portrait (not made by any generator), fitted to res x res by the shared loader. [1, 3, R, R]"""
     px, _ = render_portrait(seed, 0, 64)
-    return to_tensor([fit_to_resolution(px, res)])
+    return to_tensor([centre_crop_resize(px, res)])
 
 
 def smooth_noise(seed: int, res: int = 32) -> torch.Tensor:
@@ -73,7 +75,7 @@ def smooth_noise(seed: int, res: int = 32) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(1, 3, 8, 8, generator=g)
     x = torch.nn.functional.interpolate(x, size=res, mode="bicubic", align_corners=False)
-    return to_tensor(list(from_tensor((x / x.abs().max()).clamp(-1, 1))))
+    return to_tensor(list(to_uint8((x / x.abs().max()).clamp(-1, 1))))
 
 
 def mean_image(G) -> torch.Tensor:
@@ -292,6 +294,22 @@ def test_amp_is_a_no_op_on_cpu(tiny, perceptual):
     assert torch.equal(a.w, b.w) and a.lpips == b.lpips
 
 
+def test_target_features_are_handed_back_on_request(tiny, perceptual):
+    """return_target_features: the same projections, and the targets' LPIPS features they were measured against."""
+    targets = torch.cat([generated(tiny, [5]), portrait(1)])
+    plain = project(tiny, targets, num_steps=3, perceptual=perceptual)
+    projections, feats = project(tiny, targets, num_steps=3, perceptual=perceptual, return_target_features=True)
+    assert [p.lpips for p in projections] == [p.lpips for p in plain]
+    with torch.no_grad():
+        expected = perceptual.features(targets)
+    assert len(feats) == len(expected)
+    for f, e in zip(feats, expected):
+        assert f.shape == e.shape and f.shape[0] == 2 and torch.equal(f, e)
+    with torch.no_grad():
+        again = perceptual.distance_to(torch.stack([p.image for p in projections]), feats)
+    assert again.tolist() == pytest.approx([p.lpips for p in projections], abs=1e-6)
+
+
 def test_wrong_target_size_raises(tiny, perceptual):
     for shape in [(1, 3, 16, 16), (1, 1, 32, 32), (1, 3, 32, 16), (2, 3, 64, 64)]:
         with pytest.raises(ProjectionError, match=r"\[N, 3, 32, 32\]"):
@@ -312,8 +330,6 @@ def test_bad_settings_raise(tiny, perceptual):
 def test_init_samples_starts_each_image_at_its_closest_candidate(noisy, perceptual):
     """A target that IS one of the candidates (rendered with the run's initial noise) starts exactly there; the
     search is per image, so the same target gets the same start in any batch; and it never starts worse than w_avg."""
-    from projector.project import _closest_starts
-
     G, k, seed = noisy, 16, 0
     w_avg, _ = w_statistics(G, ProjectorConfig().w_avg_samples)
     maps = [torch.randn((1, 1, *s), generator=torch.Generator().manual_seed(3)) for s in G.synthesis.noise_shapes()]
@@ -369,7 +385,7 @@ def noisy_run(noisy, perceptual):
 def test_saved_projection_files(noisy, noisy_run, tmp_path):
     target, p = noisy_run
     meta = {"model": "tiny-noisy", "perceptual": "lpips-vgg16:random-seed0", "projector_fingerprint": "abc"}
-    files = save_projection(p, tmp_path / "out", target=from_tensor(target[0]), meta=meta)
+    files = save_projection(p, tmp_path / "out", target=to_uint8(target[0]), meta=meta)
     folder = tmp_path / "out"
     assert set(files) == {"target", "projection", "w", "noise", "trace", "summary"}
     assert sorted(f.name for f in folder.iterdir()) == sorted(
@@ -389,15 +405,13 @@ def test_saved_projection_files(noisy, noisy_run, tmp_path):
     assert {k: summary[k] for k in meta} == meta
     assert summary["lpips"] == p.lpips and summary["steps"] == 30 and summary["stopped_early"] is False
     assert summary["files"]["w"] == "projected_w.npz"
-    from PIL import Image
-
     with Image.open(folder / "target.png") as im:
-        assert np.array_equal(np.asarray(im), from_tensor(target[0]))
+        assert np.array_equal(np.asarray(im), to_uint8(target[0]))
 
 
 def test_saved_w_and_noise_reproduce_the_reported_distance(noisy, perceptual, noisy_run, tmp_path):
     target, p = noisy_run
-    save_projection(p, tmp_path, target=from_tensor(target[0]), meta={})
+    save_projection(p, tmp_path, target=to_uint8(target[0]), meta={})
     w, noise = load_projection(tmp_path)
     assert w.shape == (noisy.num_ws, noisy.w_dim)
     img = render(noisy, w, noise)
@@ -411,10 +425,8 @@ def test_saved_w_and_noise_reproduce_the_reported_distance(noisy, perceptual, no
 
 
 def test_saved_png_is_the_quantised_reconstruction(perceptual, noisy_run, tmp_path):
-    from PIL import Image
-
     target, p = noisy_run
-    save_projection(p, tmp_path, target=from_tensor(target[0]), meta={})
+    save_projection(p, tmp_path, target=to_uint8(target[0]), meta={})
     with Image.open(tmp_path / "proj.png") as im:
         png = np.asarray(im)
     assert np.array_equal(png, to_uint8(p.image))

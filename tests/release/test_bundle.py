@@ -8,7 +8,7 @@ from pathlib import Path
 
 from detectors.calibration import Calibration, bundled_calibration_path
 from generator import load_generator
-from generator.checkpoint import WEIGHTS_DIR
+from generator.registry import WEIGHTS_DIR
 from projector.project import ProjectorConfig
 
 ROOT = Path(__file__).resolve().parents[2]
