@@ -1,4 +1,4 @@
-"""`sgproject metrics`: FID and PPL of a generator (the library is `generator.metrics.evaluate`)."""
+"""`sgproject metrics`: FID, precision/recall and PPL of a generator (the library is `generator.metrics.evaluate`)."""
 
 from __future__ import annotations
 
@@ -35,8 +35,11 @@ def metrics(
     data: Optional[str] = typer.Option(
         None, "--data", "-d", help="Real images for FID: a folder, or portraits:N[:SEED]. Not needed for PPL alone."
     ),
-    metric_names: str = typer.Option("fid,ppl", "--metrics", help="Comma-separated: fid, ppl."),
-    n_gen: int = typer.Option(10_000, "--n-gen", min=2, help="Generated images for FID (papers: 50000)."),
+    metric_names: str = typer.Option(
+        "fid,ppl", "--metrics", help="Comma-separated: fid, pr (precision and recall, in FID's feature space), ppl."
+    ),
+    n_gen: int = typer.Option(10_000, "--n-gen", min=2, help="Generated images for FID and pr (papers: 50000)."),
+    k: int = typer.Option(3, "--k", min=1, help="pr: the nearest neighbour that sets each sample's radius (paper: 3)."),
     n_real: Optional[int] = typer.Option(None, "--n-real", min=2, help="Use the first N real images (default: all)."),
     n_ppl: int = typer.Option(2_000, "--n-ppl", min=1, help="Path samples for PPL (papers: 50000; 10000 is common)."),
     crop: bool = typer.Option(
@@ -61,7 +64,10 @@ def metrics(
     device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda, cuda:N (default: cuda if available)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of a table."),
 ) -> None:
-    """Measure a generator: FID against real images and perceptual path length (PPL) in W.
+    """Measure a generator: FID and precision/recall against real images, perceptual path length (PPL) in W.
+
+    Precision (are the images realistic?) and recall (is the data covered?) tell low fidelity apart from mode
+    dropping, which FID mixes (Kynkaanniemi et al. 2019).
 
     FID uses torchvision's Inception-v3, not the TF-Inception of the official FID code.
 
@@ -73,7 +79,7 @@ def metrics(
 
       sgproject metrics --model ffhq.pkl --metrics ppl --crop --n-ppl 10000
 
-      sgproject metrics --data portraits:5000:1 --feature-net portraits --n-gen 5000 --metrics fid
+      sgproject metrics --data portraits:5000:1 --feature-net portraits --n-gen 5000 --metrics fid,pr
 
       sgproject metrics --model tiny --data imgs/ --feature-net random --n-gen 256 --json
     """
@@ -87,8 +93,8 @@ def metrics(
         fail(f"--feature-net must be one of {', '.join(FEATURE_NETS)}, got {feature_net!r}")
     if sampling not in PPL_SAMPLING:
         fail(f"--sampling must be one of {', '.join(PPL_SAMPLING)}, got {sampling!r}")
-    if "fid" in names and data is None:
-        fail("FID needs real images: give --data FOLDER (or portraits:N), or use --metrics ppl")
+    if data is None and ("fid" in names or "pr" in names):
+        fail("FID and pr need real images: give --data FOLDER (or portraits:N), or use --metrics ppl")
     dev = pick_device(device)
     G, info = load_generator(model, dev)
     err.print(f"model [bold]{info.name}[/] ({G.img_resolution}px, sha256 {info.sha256[:12]}) on {dev}", highlight=False)
@@ -103,7 +109,7 @@ def metrics(
 
         report = evaluate(
             G, info, metrics=names, data=data, feature_net=feature_net, inception_weights=inception_weights,
-            vgg_weights=vgg_weights, n_gen=n_gen, n_real=n_real, n_ppl=n_ppl, crop=crop, sampling=sampling,
+            vgg_weights=vgg_weights, n_gen=n_gen, n_real=n_real, n_ppl=n_ppl, k=k, crop=crop, sampling=sampling,
             truncation_psi=trunc, seed=seed, batch=batch_size, device=dev, progress=on_progress,
             notify=lambda kind, message: err.print(NOTICE[kind].format(message), highlight=False),
         )
@@ -120,6 +126,10 @@ def metrics(
         r = report.metrics["fid"]
         table.add_row("FID", f"{r['fid']:.3f}", f"{r['n_real']} real, {r['n_gen']} gen", r["feature_net"])
         notes.append(f"FID: data {r['data']}, psi {r['truncation_psi']}, noise {r['noise_mode']}, seed {r['seed']}")
+    if "pr" in report.metrics:
+        r = report.metrics["pr"]
+        table.add_row("precision / recall", f"{r['precision']:.3f} / {r['recall']:.3f}",
+                      f"{r['n_real']} real, {r['n_gen']} gen, k {r['k']}", r["feature_net"])
     if "ppl" in report.metrics:
         r = report.metrics["ppl"]
         table.add_row("PPL", f"{r['ppl']:.2f}", str(r["n"]), r["perceptual"])

@@ -16,7 +16,9 @@ import numpy as np
 import torch
 
 from generator.data.datasets import ImageDataset, cache_root
-from generator.metrics.common import MetricError, MetricProgress
+from generator.metrics.common import (
+    MetricError, MetricProgress, check_data_resolution, generated_uint8_batches, real_uint8_batches,
+)
 from generator.metrics.features import FeatureNetwork, load_inception
 from generator.networks import Generator
 from generator.util.files import atomic_path
@@ -118,12 +120,8 @@ def real_statistics(
         except (OSError, ValueError, KeyError) as e:
             log.warning("ignoring the unreadable cached statistics %s: %s", path, e)
     stats = FeatureStats(feature_net.dim)
-    for i in range(0, n, batch):
-        idx = np.arange(i, min(i + batch, n))
-        x = torch.from_numpy(np.ascontiguousarray(data.images[idx])).to(device)  # uint8 [B, C, R, R]
+    for x in real_uint8_batches(data, n, batch=batch, device=device, progress=progress):  # uint8 [B, C, R, R]
         stats.add(feature_net(x))
-        if progress:
-            progress("real images", idx[-1] + 1, n)
     mu, sigma = stats.mean_cov()
     if path is not None:
         _save_stats(path, mu, sigma)
@@ -152,27 +150,16 @@ def compute_fid(
     """FID between `data` and `n_gen` images of G (quantised to uint8 like saved images, as the official code does)."""
     if feature_net is None:
         feature_net = load_inception(device=device)
-    if data.resolution != G.img_resolution or data.images.shape[1] != G.img_channels:
-        raise MetricError(
-            f"the data are {data.images.shape[1]}x{data.resolution}px but the model makes "
-            f"{G.img_channels}x{G.img_resolution}px images; open the data at the model's resolution"
-        )
+    check_data_resolution(G, data)
     if n_gen < 2:
         raise MetricError(f"FID needs at least 2 generated images, got {n_gen}")
     mu_r, sigma_r, n_r, cached = real_statistics(
         data, feature_net, n_real=n_real, batch=batch, device=device, cache=cache, progress=progress
     )
-    rs = np.random.RandomState(seed)  # z drawn in order: the same images whatever the batch size
-    noise_gen = torch.Generator(device=torch.device(device)).manual_seed(seed)
     stats = FeatureStats(feature_net.dim)
-    for i in range(0, n_gen, batch):
-        b = min(batch, n_gen - i)
-        z = torch.from_numpy(rs.standard_normal((b, G.z_dim))).to(device=device, dtype=torch.float32)
-        img = G(z, truncation_psi, noise_mode=noise_mode, gen=noise_gen)  # [b, C, R, R] in [-1, 1]
-        img = (img * 127.5 + 128).clamp(0, 255).to(torch.uint8)
-        stats.add(feature_net(img))
-        if progress:
-            progress("generated images", i + b, n_gen)
+    for img in generated_uint8_batches(G, n_gen, batch=batch, device=device, truncation_psi=truncation_psi,
+                                       noise_mode=noise_mode, seed=seed, progress=progress):
+        stats.add(feature_net(img))  # img: uint8 [B, C, R, R]
     mu_g, sigma_g = stats.mean_cov()
     return {
         "metric": "fid",
