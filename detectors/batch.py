@@ -4,7 +4,8 @@
       results.jsonl        one row per image (detectors/results.py), appended and flushed as each image finishes
       results.rank{r}.jsonl  per-process rows under torchrun, merged into results.jsonl by rank 0
       run.json             settings, model, calibration, versions; 'partial' until the run completes
-      assets/              target, reconstruction and heat-map PNGs per image (named by content hash)
+      assets/              target, reconstruction and heat-map PNGs per image (named by content hash); with
+                           video, the projection video too (HASH-projection.mp4, at most ~100 frames)
       report.html|json|csv written at the end (and, marked partial, when the run is interrupted)
 
 Resume (`resume=True`) skips every image whose content hash was already judged with the same settings; an image
@@ -41,11 +42,13 @@ from generator.util.distributed import Dist, barrier, init_distributed
 from generator.util.files import atomic_path, file_sha256, write_json_atomic
 from generator.util.imaging import centre_crop_resize, save_png, to_tensor, to_uint8
 from projector.project import ProjectorConfig, auto_batch_size
+from projector.video import VideoError, frame_stride, video_codec, write_projection_video
 
 RESULTS = "results.jsonl"
 RUN = "run.json"
 ASSETS = "assets"
 DEFAULT_STEPS = 300  # projection steps without a calibration (a calibration brings its own projector settings)
+VIDEO_FPS = 20  # frames per second of the report's projection videos (about 100 frames: 5 s)
 
 
 @dataclass
@@ -55,6 +58,7 @@ class DetectSettings:
     batch_size: int = 8
     align: bool = False
     wplus: bool = False
+    video: bool = False  # also write each image's projection video (not part of key(): it changes no score)
 
     def key(self, model_sha256: str, perceptual: str, calibration_id: str | None) -> str:
         """Everything that changes a row: resume reuses rows only when this matches."""
@@ -114,9 +118,11 @@ class Detector:
         *,
         calibration: Calibration | None = None,  # None: scores only
         device: torch.device | str = "cpu",
+        warn: Callable[[str], None] | None = None,  # warnings for the user (video fallback); default: logging
     ):
         self.G, self.model, self.perceptual, self.settings = G, model, perceptual, settings
-        self.calibration, self.device = calibration, torch.device(device)
+        self.calibration, self.device, self.warn = calibration, torch.device(device), warn
+        self._video: dict | None = None  # with settings.video, during run(): codec, frame_every, fps (run.json)
         cal_id = None
         if calibration is not None:
             cal_id = hashlib.sha256(json.dumps(calibration.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
@@ -137,7 +143,8 @@ class Detector:
         wplus: bool = False,  # also project into W+ (on anyway when the calibration uses lpips_wplus)
         batch_size: int | None = None,  # None: auto_batch_size for the device
         vgg_weights: str | Path | None = None,
-        warn: Callable[[str], None] | None = None,  # the random-LPIPS-backbone warning (uncalibrated runs)
+        video: bool = False,  # also write each image's projection video into the report's assets
+        warn: Callable[[str], None] | None = None,  # the random-LPIPS-backbone and video-fallback warnings
     ) -> "Detector":
         """Load the model, its calibration and the perceptual network, and settle the settings. A calibration brings
         its projector settings (`steps` overrides its step count) and refuses a model, projector, perceptual
@@ -156,8 +163,9 @@ class Detector:
             perceptual = load_perceptual(vgg_weights, device, warn=warn)
         settings = DetectSettings(config=cfg, seed=seed, align=align,
                                   wplus=wplus or (cal is not None and "lpips_wplus" in cal.features),
-                                  batch_size=batch_size or auto_batch_size(G, torch.device(device), 64))
-        return cls(G, info, perceptual, settings, calibration=cal, device=device)
+                                  batch_size=batch_size or auto_batch_size(G, torch.device(device), 64),
+                                  video=video)
+        return cls(G, info, perceptual, settings, calibration=cal, device=device, warn=warn)
 
     # ------------------------------------------------------------------------------------------------- rows
 
@@ -179,6 +187,15 @@ class Detector:
             name = f"{stem}-{kind}.png"
             save_png(pixels, assets / name)
             rel[kind] = f"{ASSETS}/{name}"
+        notes = list(p.notes)
+        if self.settings.video and s.projection.frames:
+            name = f"{stem}-projection.mp4"
+            try:
+                write_projection_video(p.pixels, s.projection.frames, assets / name, fps=VIDEO_FPS,
+                                       codec=self._video["codec"])
+                rel["video"] = f"{ASSETS}/{name}"
+            except VideoError as e:  # the judgement stands without its video
+                notes.append(f"no projection video: {e}")
         probability = verdict = None
         if self.calibration is not None:
             probability = float(self.calibration.probability(s.features))
@@ -188,7 +205,7 @@ class Detector:
             path=str(p.path), sha256=p.image.sha256, size=p.path.stat().st_size, width=w, height=h,
             format=p.image.format, status="ok", verdict=verdict, probability=probability,
             features={k: _finite(v) for k, v in s.features.items()}, steps=s.projection.steps,
-            seconds=round(s.projection.seconds, 3), notes=p.notes, alignment=p.alignment,
+            seconds=round(s.projection.seconds, 3), notes=notes, alignment=p.alignment,
             settings_key=self.settings_key, rank=d.rank, **rel,
         ).to_json()
 
@@ -214,13 +231,19 @@ class Detector:
         mine = files[d.rank :: d.world]
         mine_skipped = skipped[d.rank :: d.world]
         results_path = report_dir / (RESULTS if d.world == 1 else f"results.rank{d.rank}.jsonl")
+        self._video = None
+        if self.settings.video:
+            res = self.G.img_resolution
+            self._video = {"codec": video_codec(self.warn if d.main else lambda m: None), "fps": VIDEO_FPS,
+                           "frame_every": frame_stride(self.settings.config.num_steps, (res, res, 3))}
 
         done: dict[str, dict] = {}
         self._judged: set[tuple[str, str]] = set()  # (path, sha256) that already have a row: not repeated
         if resume:
             for f in [report_dir / RESULTS, *sorted(report_dir.glob("results.rank*.jsonl"))]:
                 for row in read_results(f):
-                    if row["settings_key"] == self.settings_key and row["sha256"] and row["status"] == "ok":
+                    if (row["settings_key"] == self.settings_key and row["sha256"] and row["status"] == "ok"
+                            and (row.get("video") or not self.settings.video)):  # --video redoes rows without one
                         done.setdefault(row["sha256"], row)
                         self._judged.add((row["path"], row["sha256"]))
         elif d.main:
@@ -252,6 +275,7 @@ class Detector:
                         self.G, targets, config=self.settings.config, perceptual=self.perceptual,
                         seed=self.settings.seed, device=self.device, wplus=self.settings.wplus,
                         degradations=[p.degradation for p in batch], callback=on_step,
+                        frame_every=self._video["frame_every"] if self._video else None,
                     )
                     for p, s in zip(batch, scores):
                         row = self.ok_row(p, s, report_dir, d)
@@ -319,7 +343,7 @@ class Detector:
             "projector_fingerprint": self.settings.config.fingerprint(), "seed": self.settings.seed,
             "align": self.settings.align, "wplus": self.settings.wplus, "calibration": cal,
             "settings_key": self.settings_key, "device": str(self.device), "world_size": d.world,
-            "versions": versions(),
+            "versions": versions(), **({"video": self._video} if self._video else {}),
         }
 
     def _finish(self, report_dir, rows, started, d, command, formats, interrupted) -> "RunResult":

@@ -5,13 +5,16 @@
 
 `rows` are results rows as JSON objects (`ResultRow.to_json()`, detectors/results.py): the report reads them as
 dicts, tolerating missing keys, so that hand-made or older rows still render; `run` is the run.json dict. Every key of `run` is optional: the
-report shows what is there. Asset paths in rows (target, reconstruction, heatmap) are relative to the folder of
-the results file (`base_dir`); when the reports go elsewhere, report.json and report.csv get them rewritten
-relative to the report folder, and report.html never needs them: it embeds every image as a data: URI.
+report shows what is there. Asset paths in rows (target, reconstruction, heatmap, video) are relative to the folder
+of the results file (`base_dir`); when the reports go elsewhere, report.json and report.csv get them rewritten
+relative to the report folder. report.html embeds every image as a data: URI; projection videos (rows with a
+`video`, from detect --video) are too large for that, so it links them by their path relative to the report, and
+the folder (report.html + assets/) must stay together.
 
 report.html makes no network request: no CDN, no web fonts, no external CSS or JS. File names are attacker-
 controlled, so everything is escaped by jinja2's autoescape, and a Content-Security-Policy that allows only the
-report's own inline style and script (by hash) and data: images is a second line of defence.
+report's own inline style and script (by hash), data: images and, with videos, media from the report's own origin
+('self': local files when it is opened from disk) is a second line of defence.
 
 report.csv is UTF-8 with a byte-order mark (so that spreadsheet programs read non-ASCII paths correctly); a text
 cell that a spreadsheet would run as a formula (starting with = + - @) gets a leading apostrophe. report.json is
@@ -32,6 +35,7 @@ import math
 import os
 import re
 import statistics
+import urllib.parse
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -45,6 +49,7 @@ from generator.util.files import write_bytes_atomic
 FORMATS = ("html", "json", "csv")
 FILES = {"html": "report.html", "json": "report.json", "csv": "report.csv"}
 ASSET_KEYS = ("target", "reconstruction", "heatmap")
+VIDEO_KEY = "video"  # a row's projection video (detect --video)
 FEATURE_ORDER = ("lpips", "psnr", "w_typicality", "noise_gaussianity", "lpips_wplus")  # known features, in order
 THUMB_MAX = 256  # px: larger assets are downscaled before embedding (thumbnails are shown at 112 px)
 ASSET_MAX_BYTES = 32 << 20  # an asset larger than this is not embedded
@@ -180,7 +185,8 @@ def write_reports(
     rendered: dict[str, bytes] = {}  # everything is rendered before anything is written
     for fmt in formats:
         if fmt == "html":
-            rendered[fmt] = render_html(rows, run, summary, base_dir=base_dir).encode("utf-8", "backslashreplace")
+            html = render_html(rows, run, summary, base_dir=base_dir, report_dir=report_dir)
+            rendered[fmt] = html.encode("utf-8", "backslashreplace")
         elif fmt == "json":
             doc = {"summary": summary, "run": run, "rows": moved, "partial": partial}
             rendered[fmt] = (json.dumps(doc, indent=2, ensure_ascii=False) + "\n").encode("utf-8", "backslashreplace")
@@ -227,7 +233,7 @@ def _relocated_rows(rows: list[dict], base_dir: Path, report_dir: Path) -> list[
     out = []
     for r in rows:
         r = dict(r)
-        for k in ASSET_KEYS:
+        for k in (*ASSET_KEYS, VIDEO_KEY):
             if r.get(k):
                 r[k] = Path(os.path.relpath(base_dir / r[k], report_dir)).as_posix()
         out.append(r)
@@ -240,9 +246,10 @@ def _relocated_rows(rows: list[dict], base_dir: Path, report_dir: Path) -> list[
 def csv_columns(rows: list[dict]) -> list[str]:
     """A stable column order: identity, verdict, the features, then the rest of the row."""
     features = list(FEATURE_ORDER) + [f for f in feature_names(rows) if f not in FEATURE_ORDER]
+    video = [VIDEO_KEY] if any(r.get(VIDEO_KEY) for r in rows) else []  # only in runs with videos
     return (["path", "status", "error", "verdict", "probability"] + [f"features.{f}" for f in features]
             + ["sha256", "size", "width", "height", "format", "steps", "seconds", "target", "reconstruction",
-               "heatmap", "notes", "alignment", "settings_key", "rank", "time"])
+               "heatmap", *video, "notes", "alignment", "settings_key", "rank", "time"])
 
 
 def _csv_cell(v: Any) -> Any:
@@ -343,12 +350,30 @@ class _Thumbs:
         return {"src": uri, "width": w, "height": h, "pixelated": max(w, h) < 112}
 
 
-def _row_view(i: int, r: dict, thumbs: _Thumbs, features: list[str]) -> dict:
+VIDEO_WIDTH = 192  # px: a projection video's width in the table (target | reconstruction: two 96 px images)
+
+
+def _video_view(rel: Any, base_dir: Path, report_dir: Path, target: dict | None) -> dict | None:
+    """A row's projection video for the template: its URL relative to report.html, and its size in the table; None
+    when the row has none, or names a file that is missing or outside the results folder."""
+    if not rel or not isinstance(rel, str):
+        return None
+    base = base_dir.resolve()
+    path = (base / rel).resolve()
+    if not path.is_relative_to(base) or not path.is_file():
+        return None
+    src = urllib.parse.quote(Path(os.path.relpath(path, report_dir.resolve())).as_posix())
+    aspect = target["height"] / (2 * target["width"]) if target else 0.5  # frames are target | reconstruction
+    return {"src": src, "width": VIDEO_WIDTH, "height": max(1, round(VIDEO_WIDTH * aspect))}
+
+
+def _row_view(i: int, r: dict, thumbs: _Thumbs, features: list[str], base_dir: Path, report_dir: Path) -> dict:
     cat = category(r)
     f = r.get("features") or {}
-    images = None
+    images = video = None
     if cat != "error":
         images = {k: thumbs.get(r.get(k)) for k in ASSET_KEYS}
+        video = _video_view(r.get(VIDEO_KEY), base_dir, report_dir, images["target"])
     p = r.get("probability")
     return {
         "index": i + 1,
@@ -364,6 +389,7 @@ def _row_view(i: int, r: dict, thumbs: _Thumbs, features: list[str]) -> dict:
             for k in features
         },
         "images": images,
+        "video": video,
         "notes": [str(n) for n in r.get("notes") or []],
         "size": f"{r.get('width')}×{r.get('height')}" if r.get("width") and r.get("height") else None,
         "format": r.get("format"),
@@ -562,10 +588,16 @@ def _meta(run: dict) -> list[str]:
     return out
 
 
-def render_html(rows: list[dict], run: dict, summary: dict, *, base_dir: Path) -> str:
+def render_html(rows: list[dict], run: dict, summary: dict, *, base_dir: Path, report_dir: Path | None = None) -> str:
+    """report.html's text; `report_dir` (default: base_dir) is the folder it goes to, which video links are relative
+    to."""
     thumbs = _Thumbs(base_dir)
+    report_dir = Path(report_dir) if report_dir is not None else base_dir
     ok_rows = [r for r in rows if category(r) != "error"]
     features = list(FEATURE_ORDER[:4]) + (["lpips_wplus"] if "lpips_wplus" in feature_names(ok_rows) else [])
+    views = [_row_view(i, r, thumbs, features, base_dir, report_dir) for i, r in enumerate(rows)]
+    has_video = any(v["video"] for v in views)
+    video_run = run.get("video") if isinstance(run.get("video"), dict) else {}
     threshold = (summary.get("thresholds") or {}).get("threshold")
     model_name = (run.get("model") or {}).get("name")
     html = _template().render(
@@ -573,8 +605,10 @@ def render_html(rows: list[dict], run: dict, summary: dict, *, base_dir: Path) -
         summary=summary,
         run=run,
         meta=_meta(run),
-        rows=[_row_view(i, r, thumbs, features) for i, r in enumerate(rows)],
+        rows=views,
         features=features,
+        has_video=has_video,
+        video_plays=video_run.get("codec") != "mpeg4",  # MPEG-4 Part 2 (no video extra): a link, not a player
         feature_labels=FEATURE_LABELS,
         labels=VERDICT_LABELS,
         verdict_rank=VERDICT_RANK,
@@ -586,17 +620,20 @@ def render_html(rows: list[dict], run: dict, summary: dict, *, base_dir: Path) -
         mono_settings=("Model sha256", "Model file", "Perceptual network", "Projector fingerprint", "Command"),
         csp="__CSP__",
     )
-    return _with_csp(html)
+    return _with_csp(html, media=has_video)
 
 
-def _with_csp(html: str) -> str:
-    """Fill the Content-Security-Policy: only this page's own <style> and <script> (by hash) and data: images."""
+def _with_csp(html: str, *, media: bool = False) -> str:
+    """Fill the Content-Security-Policy: only this page's own <style> and <script> (by hash), data: images and, with
+    `media` (projection videos), media from the page's own origin ('self': the server that serves the report, or
+    local files when it is opened from disk), never from anywhere else."""
 
     def digest(tag: str) -> str:
         m = re.search(rf"<{tag}>(.*?)</{tag}>", html, re.S)
         body = m.group(1) if m else ""
         return "'sha256-" + base64.b64encode(hashlib.sha256(body.encode("utf-8")).digest()).decode() + "'"
 
-    policy = (f"default-src 'none'; img-src data:; style-src {digest('style')}; script-src {digest('script')}; "
-              "base-uri 'none'; form-action 'none'")
+    media_src = "media-src 'self'; " if media else ""
+    policy = (f"default-src 'none'; img-src data:; {media_src}style-src {digest('style')}; "
+              f"script-src {digest('script')}; base-uri 'none'; form-action 'none'")
     return html.replace("__CSP__", policy, 1)

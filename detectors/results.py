@@ -3,7 +3,9 @@ with the settings (docs/ARCHITECTURE.md, "File formats").
 
 Rows are appended and flushed to disk as each image finishes, so a kill loses at most the image in flight. A kill
 in the middle of a write leaves a torn last line: readers skip it (and `ResultsWriter` starts a fresh line after it).
-Every key of a row is always present, None where not applicable, in the order of `ResultRow`'s fields.
+Every key of a row is always present, None where not applicable, in the order of `ResultRow`'s fields; the one
+exception is `video`, present only in rows that have a projection video (detect --video), so that the rows of runs
+without videos are what they always were.
 """
 
 from __future__ import annotations
@@ -52,6 +54,7 @@ class ResultRow:
     target: str | None = None  # report-relative path of the projected image (after crop/resize/alignment)
     reconstruction: str | None = None  # report-relative path of the reconstruction
     heatmap: str | None = None  # report-relative path of the spatial LPIPS heat map
+    video: str | None = None  # report-relative path of the projection video (detect --video); key absent when None
     notes: list | None = field(default_factory=list)  # what loading/alignment did ('EXIF orientation 6 applied')
     alignment: dict | None = None  # the alignment record with --align, else None
     settings_key: str | None = None  # hash of everything that changes a score: resume reuses rows with the same
@@ -59,8 +62,10 @@ class ResultRow:
     time: str | None = field(default_factory=now_iso)  # when it was judged, ISO 8601, UTC
 
     def to_json(self) -> dict:
-        """The JSON object of a results.jsonl line: every field, in field order (values not copied)."""
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        """The JSON object of a results.jsonl line: every field, in field order (values not copied); `video` only when
+        there is one."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+                if f.name != "video" or self.video is not None}
 
     @classmethod
     def from_json(cls, obj: dict) -> "ResultRow":
@@ -72,8 +77,8 @@ ROW_KEYS = tuple(f.name for f in dataclasses.fields(ResultRow))
 
 
 def make_row(**fields: Any) -> dict:
-    """A complete row's JSON object: every key of ROW_KEYS, None where not given (no notes: [], no time: now).
-    Unknown keys are an error."""
+    """A complete row's JSON object: every key of ROW_KEYS (video only when given), None where not given (no notes:
+    [], no time: now). Unknown keys are an error."""
     unknown = set(fields) - set(ROW_KEYS)
     if unknown:
         raise KeyError(f"unknown result fields: {sorted(unknown)}")

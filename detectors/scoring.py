@@ -69,11 +69,13 @@ def score_batch(
     wplus: bool = False,  # also project into W+ and record its distance
     degradations: Sequence[Degradation | None] | None = None,  # per image; None: compare as is
     callback: Callable[[int, int, int], None] | None = None,
+    frame_every: int | None = None,  # keep the W projection's image every k steps (Projection.frames); None: none
 ) -> list[ImageScore]:
     """Project a batch into W (and W+ when asked) and compute every feature and the heat maps."""
     cfg_w = dataclasses.replace(config, space="w")
     projections, target_feats = project(G, targets, config=cfg_w, seed=seed, device=device, perceptual=perceptual,
-                                        callback=callback, return_target_features=True)
+                                        callback=callback, return_target_features=True,
+                                        record_frames=frame_every is not None, frame_every=frame_every or 1)
     if uses_amp(cfg_w, device):
         target_feats = None  # bfloat16 numbers: the comparison below is in float32
     w_avg, w_std = w_statistics(G, cfg_w.w_avg_samples)

@@ -19,6 +19,7 @@ from generator.networks import Generator
 from generator.util.imaging import save_png, to_tensor
 from projector.outputs import save_projection
 from projector.project import Projection, ProjectorConfig, auto_batch_size, project
+from projector.video import video_codec
 
 
 @dataclass
@@ -40,10 +41,14 @@ class Inverted:
     folder: Path
     projection: Projection
     files: dict[str, str]  # kind -> path, as returned by projector.outputs.save_projection
+    video_codec: str | None = None  # 'h264' or 'mpeg4' when proj.mp4 was written (projector/video.py), else None
 
     def summary(self) -> dict:
         """What `sgproject invert --json` prints for the image."""
-        return {"image": self.source, "folder": str(self.folder), **self.projection.summary(), "files": self.files}
+        out = {"image": self.source, "folder": str(self.folder), **self.projection.summary(), "files": self.files}
+        if self.video_codec:
+            out["video_codec"] = self.video_codec
+        return out
 
 
 def unique_folder(outdir: Path, stem: str, taken: set[str]) -> Path:
@@ -66,8 +71,9 @@ def invert_images(
     seed: int = 0,
     device: torch.device | str | None = None,  # default: G's device
     batch_size: int | None = None,  # images optimised at once (default: auto_batch_size)
-    video: bool = False,  # also write proj.mp4 (target | projection at every step)
+    video: bool = False,  # also write proj.mp4 (target | projection at every step; H.264 with the video extra)
     progress: Callable[[int, int, int], None] | None = None,  # (steps done, steps in all, images optimising)
+    warn: Callable[[str], None] | None = None,  # the warning that videos fall back to MPEG-4 (default: logging)
 ) -> Iterator[Inverted]:
     """Project `targets` in batches and write each image's folder; yields each image's result, in input order, as
     soon as its batch is done. Steps are counted per image: `len(targets) * config.num_steps` in all."""
@@ -81,6 +87,7 @@ def invert_images(
     taken: set[str] = set()
     folders = [unique_folder(outdir, t.stem, taken) for t in targets]
     total = len(targets) * config.num_steps
+    codec = video_codec(warn) if video else None  # decided (and the fallback warned about) before any work
     bs = batch_size or auto_batch_size(G, device, len(targets))
     for start in range(0, len(targets), bs):
         chunk = targets[start : start + bs]
@@ -97,5 +104,5 @@ def invert_images(
         for t, folder, p in zip(chunk, folders[start : start + bs], results):
             if t.aligned:
                 save_png(t.pixels, folder / "aligned.png")
-            files = save_projection(p, folder, target=t.pixels, meta={**meta, **t.meta}, video=video)
-            yield Inverted(t.source, folder, p, files)
+            files = save_projection(p, folder, target=t.pixels, meta={**meta, **t.meta}, video=video, codec=codec)
+            yield Inverted(t.source, folder, p, files, codec if "video" in files else None)

@@ -5,8 +5,9 @@
     projected_w.npz   w as [1, num_ws, w_dim] (key 'w')
     noise.npz         the optimised noise maps, keys noise_00, noise_01, ... each [1, 1, r, r]
     trace.json        the loss trace: one entry per step
-    summary.json      distances, settings, model and perceptual-network identity
-    proj.mp4          (optional) target | projection, one frame per step
+    summary.json      distances, settings, model and perceptual-network identity; with a video, its codec
+    proj.mp4          (optional) target | projection, one frame per step: H.264 with the `video` extra (browsers
+                      play it), else MPEG-4 Part 2 (projector/video.py)
 """
 
 from __future__ import annotations
@@ -32,8 +33,10 @@ def _npz_bytes(**arrays: np.ndarray) -> bytes:
 
 def save_projection(
     p: Projection, folder: str | Path, *, target: np.ndarray, meta: dict, video: bool = False, fps: int = 30,
+    codec: str | None = None,  # the video's codec, 'h264' or 'mpeg4'; None: the best available (video_codec)
 ) -> dict[str, str]:
-    """Write every file of one projection into `folder` (each atomically); returns {kind: path}."""
+    """Write every file of one projection into `folder` (each atomically); returns {kind: path}. With `video` (and
+    frames recorded), summary.json's 'video' records the codec, size and frame count of proj.mp4."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     paths = {
@@ -44,9 +47,13 @@ def save_projection(
     noise = {f"noise_{k:02d}": m.numpy().astype(np.float32) for k, m in enumerate(p.noise)}
     paths["noise"] = write_bytes_atomic(folder / "noise.npz", _npz_bytes(**noise))
     paths["trace"] = write_text_atomic(folder / "trace.json", json.dumps(p.trace))
+    video_info = None
     if video and p.frames:
-        paths["video"] = write_projection_video(target, p.frames, folder / "proj.mp4", fps=fps)
+        video_info = write_projection_video(target, p.frames, folder / "proj.mp4", fps=fps, codec=codec)
+        paths["video"] = video_info.path
     summary = {**meta, **p.summary(), "files": {k: Path(v).name for k, v in paths.items()}}
+    if video_info is not None:
+        summary["video"] = video_info.to_json()
     # ASCII JSON (non-ASCII characters escaped), as this file has always been written.
     paths["summary"] = write_text_atomic(folder / "summary.json", json.dumps(summary, indent=2) + "\n")
     return {k: str(v) for k, v in paths.items()}

@@ -99,7 +99,7 @@ class Projection:
     trace: list[dict] = field(default_factory=list)  # per step: step, lpips, noise_reg, lr
     seconds: float = 0.0  # share of the batch's wall time
     noise_gaussianity: float = 0.0  # see projector.noise.gaussianity
-    frames: list[np.ndarray] | None = None  # uint8 [R, R, C] per step, when record_frames
+    frames: list[np.ndarray] | None = None  # uint8 [R, R, C] per kept step (frame_every), when record_frames
 
     def summary(self) -> dict:
         return {
@@ -146,6 +146,7 @@ def project(
     perceptual: PerceptualDistance | None = None,
     callback: Callable[[int, int, int], None] | None = None,  # (step, num_steps, images still optimising)
     record_frames: bool = False,
+    frame_every: int = 1,  # with record_frames: keep every k-th step's image (and each image's last one)
     return_target_features: bool = False,
     **overrides,  # ProjectorConfig fields, e.g. space='w+', num_steps=200
 ) -> list[Projection] | tuple[list[Projection], list[torch.Tensor]]:
@@ -161,6 +162,8 @@ def project(
     gets the same result in any batch.
     """
     cfg = dataclasses.replace(config or ProjectorConfig(), **overrides)
+    if frame_every < 1:
+        raise ValueError(f"frame_every must be at least 1, got {frame_every}")
     device = torch.device(device) if device is not None else G.device
     n, c, h, w_ = targets.shape
     if (c, h, w_) != (G.img_channels, G.img_resolution, G.img_resolution):
@@ -233,14 +236,11 @@ def project(
             normalize_noise_(noise[i])
 
         d_list, r_list = dist.detach().cpu().tolist(), reg.detach().cpu().tolist()
-        if frames is not None:
-            imgs = to_uint8(synth)  # [A, R, R, C]
+        imgs = None  # uint8 [A, R, R, C], made when a frame is kept
         still = []
         for j, i in enumerate(active):
             steps_taken[i] = step + 1
             traces[i].append({"step": step, "lpips": d_list[j], "noise_reg": r_list[j], "lr": lr})
-            if frames is not None:
-                frames[i].append(imgs[j])
             if d_list[j] < best[i] - cfg.early_stop_delta:
                 best[i], since_best[i] = d_list[j], 0
             else:
@@ -249,6 +249,9 @@ def project(
                 stopped[i] = True
             else:
                 still.append(i)
+            if frames is not None and ((step + 1) % frame_every == 0 or step + 1 == cfg.num_steps or stopped[i]):
+                imgs = to_uint8(synth) if imgs is None else imgs
+                frames[i].append(imgs[j])
         active = still
         if callback:
             callback(step + 1, cfg.num_steps, len(active))

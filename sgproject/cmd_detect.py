@@ -35,6 +35,8 @@ def detect(
     steps: Optional[int] = typer.Option(None, "--steps", min=1, help="Projection steps (default: the calibration's)."),
     align: bool = typer.Option(False, "--align", help="Align faces FFHQ-style before projecting."),
     wplus: bool = typer.Option(False, "--wplus", help="Also project into W+ and record its distance."),
+    video: bool = typer.Option(False, "--video", help="Show each image's projection as a video in report.html "
+                               "(target | reconstruction, ~100 frames; H.264 with the `video` extra)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the projection's random initialisation."),
     vgg_weights: Optional[Path] = typer.Option(None, "--vgg-weights", help="VGG16 weights for LPIPS (torchvision .pth)."),
     device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda, cuda:N (default: cuda if available)."),
@@ -57,6 +59,8 @@ def detect(
 
       sgproject detect suspect.jpg --model ffhq.pkl --calibration ffhq-calib.json --align
 
+      sgproject detect suspect.png --video --report out/suspect
+
       torchrun --nproc_per_node=2 -m sgproject detect photos/ --report out/photos
     """
     from detectors.batch import Detector  # local: keeps --help fast
@@ -74,10 +78,10 @@ def detect(
     if dev.type == "cuda" and "LOCAL_RANK" in os.environ:  # torchrun: one GPU per process
         dev = pick_device(f"cuda:{os.environ['LOCAL_RANK']}")
     say = (lambda m: err.print(m, highlight=False)) if rank == 0 else (lambda m: None)
-    warn = (lambda m: err.print(f"[bold yellow]warning:[/] {m}")) if rank == 0 else (lambda m: None)
+    warn = (lambda m: err.print(f"[bold yellow]warning:[/] {escape(m)}")) if rank == 0 else (lambda m: None)
     detector = Detector.from_options(model, dev, calibration=calibration, use_calibration=not no_calibration,
                                      steps=steps, seed=seed, align=align, wplus=wplus, batch_size=batch_size,
-                                     vgg_weights=vgg_weights, warn=warn)
+                                     vgg_weights=vgg_weights, video=video, warn=warn)
     cal, info = detector.calibration, detector.model
     if cal is None and not no_calibration:
         say(f"[yellow]no calibration for {info.name}: scores only, no verdicts "

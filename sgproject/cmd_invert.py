@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Optional
 
 import typer
+from rich.markup import escape
 
 from sgproject.app import app, err, fail, handle_errors, out, pick_device
 from sgproject.cmd_generate import MODEL_HELP, progress_bar
@@ -20,7 +21,8 @@ def invert(
     steps: int = typer.Option(1000, "--steps", min=1, help="Optimisation steps (the paper: 1000)."),
     space: str = typer.Option("w", "--space", help="w (one latent, the paper's) or w+ (one per layer: fits more)."),
     outdir: Path = typer.Option(Path("out/invert"), "--outdir", "-o", help="One folder per image is made here."),
-    video: bool = typer.Option(False, "--video", help="Also write proj.mp4: target | projection at every step."),
+    video: bool = typer.Option(False, "--video", help="Also write proj.mp4: target | projection at every step "
+                               "(H.264 with the `video` extra, else MPEG-4 Part 2, which browsers do not play)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the initial noise maps and the noise on w."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, help="Images optimised at once (default: auto)."),
     early_stop: int = typer.Option(0, "--early-stop", min=0, help="Stop an image after N steps without improvement (0: off)."),
@@ -56,7 +58,8 @@ def invert(
     dev = pick_device(device)
     G, info = load_generator(model, dev)
     res = G.img_resolution
-    perceptual = load_perceptual(vgg_weights, dev, warn=lambda m: err.print(f"[bold yellow]warning:[/] {m}"))
+    warn = lambda m: err.print(f"[bold yellow]warning:[/] {escape(m)}")  # noqa: E731
+    perceptual = load_perceptual(vgg_weights, dev, warn=warn)
     cfg = ProjectorConfig(space=space, num_steps=steps, early_stop=early_stop, amp=amp, init_samples=init_samples)
     err.print(f"model [bold]{info.name}[/] ({res}px, sha256 {info.sha256[:12]}), {perceptual.identity}, on {dev}")
 
@@ -83,7 +86,7 @@ def invert(
         on_step = lambda done, total, active: bar.update(  # noqa: E731
             task, completed=done, description=f"projecting ({active} optimising)")
         for r in invert_images(G, perceptual, targets, config=cfg, outdir=outdir, model=info, seed=seed, device=dev,
-                               batch_size=batch_size, video=video, progress=on_step):
+                               batch_size=batch_size, video=video, progress=on_step, warn=warn):
             p = r.projection
             if as_json:
                 # One line per image (JSON Lines): each line parses on its own, as soon as it arrives.

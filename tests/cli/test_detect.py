@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -12,6 +13,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+import projector.video
+from detectors import batch
 from detectors.calibration import fit_calibration
 from detectors.results import read_results
 from generator import load_generator
@@ -19,6 +22,7 @@ from generator.data.portraits import render_portrait
 from generator.metrics.lpips import ENV_WEIGHTS, load_perceptual
 from projector.project import ProjectorConfig
 from tests.cli.helpers import assert_clean_failure, clean_lines, run
+from tests.projector.videos import decode, pix_fmt, stream_line
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -99,6 +103,69 @@ def test_resume_skips_judged_images(tmp_path):
     assert clean_lines(r.stdout) == []  # nothing new judged
     assert (rep / "results.jsonl").read_text() == before
     assert "2 files" in r.stderr
+
+
+def _csp(html: str) -> str:
+    return re.search(r'<meta http-equiv="Content-Security-Policy" content="([^"]*)">', html).group(1)
+
+
+def test_video_only_on_request_and_resume_adds_the_missing_ones(tmp_path, monkeypatch):
+    paths = _images(tmp_path / "in", 2)
+    rep = tmp_path / "rep"
+    args = (tmp_path / "in", "--model", "tiny", "--steps", "10", "--report", rep, "--no-calibration")
+    assert _detect(*args).exit_code == 0
+    # Without --video, nothing about videos anywhere.
+    assert all("video" not in row for row in read_results(rep / "results.jsonl"))
+    assert not list((rep / "assets").glob("*.mp4")) and "video" not in json.loads((rep / "run.json").read_text())
+    html = (rep / "report.html").read_text(encoding="utf-8")
+    assert "<video" not in html and "media-src" not in _csp(html)
+
+    # --video --resume: the rows judged without a video are judged again, with one. At most 4 frames per video
+    # here (the real bound is ~100): steps 3, 6, 9 and the last.
+    monkeypatch.setattr(batch, "frame_stride", lambda steps, shape: projector.video.frame_stride(
+        steps, shape, max_frames=4))
+    r = _detect(*args, "--video", "--resume", "--json")
+    assert r.exit_code == 0, r.output
+    rows = read_results(rep / "results.jsonl")
+    assert sorted(row["path"] for row in rows) == sorted(map(str, paths))
+    assert len(clean_lines(r.stdout)) == 2  # both judged again
+    run_json = json.loads((rep / "run.json").read_text())
+    assert run_json["video"] == {"codec": "h264", "fps": batch.VIDEO_FPS, "frame_every": 3}
+    html = (rep / "report.html").read_text(encoding="utf-8")
+    assert "media-src 'self'" in _csp(html)
+    for row in rows:
+        video = rep / row["video"]
+        assert row["video"] == f"assets/{row['sha256'][:16]}-projection.mp4" and video.is_file()
+        stream = stream_line(video)
+        assert "Video: h264" in stream and pix_fmt(stream) == "yuv420p" and "512x256" in stream, stream
+        frames = decode(video)
+        assert len(frames) == 4 and frames[0].shape == (256, 512, 3)
+        target = np.asarray(Image.open(rep / row["target"]))
+        recon = np.asarray(Image.open(rep / row["reconstruction"]))
+        assert np.abs(frames[0][4::8, 4:256:8].astype(int) - target).mean() < 6  # left: the target
+        assert np.abs(frames[-1][4::8, 260::8].astype(int) - recon).mean() < 12  # right: close to the result
+        assert f'<video src="{row["video"]}"' in html
+    with open(rep / "report.csv", encoding="utf-8-sig") as f:
+        assert "video" in f.readline().split(",")
+
+    # Once they have their videos, --resume --video skips them.
+    r = _detect(*args, "--video", "--resume", "--json")
+    assert r.exit_code == 0 and clean_lines(r.stdout) == [], r.output
+
+
+def test_video_without_the_extra_warns_and_links_the_mpeg4_files(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "imageio_ffmpeg", None)  # the `video` extra is not installed
+    monkeypatch.setattr(projector.video, "_warned", False)
+    _images(tmp_path / "in", 1)
+    rep = tmp_path / "rep"
+    r = _detect(tmp_path / "in", "--model", "tiny", "--steps", "3", "--report", rep, "--no-calibration", "--video")
+    assert r.exit_code == 0, r.output
+    assert "sgproject[video]" in r.stderr and "browsers do not play" in r.stderr, r.stderr
+    assert json.loads((rep / "run.json").read_text())["video"]["codec"] == "mpeg4"
+    (row,) = read_results(rep / "results.jsonl")
+    assert "Video: mpeg4" in stream_line(rep / row["video"])
+    html = (rep / "report.html").read_text(encoding="utf-8")
+    assert "<video" not in html and f'<a href="{row["video"]}">' in html and "browsers do not play it" in html
 
 
 def _calibration_file(path: Path, steps: int, t_generated: float, t_real: float) -> Path:

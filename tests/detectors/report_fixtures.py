@@ -2,7 +2,8 @@
 
 The rows look like a real run of the bundled 64-px model: a few generated images (near-perfect reconstructions,
 dark heat maps), a few real ones (bright heat maps), one uncertain, two that could not be judged, non-ASCII
-paths, and file names that carry HTML/JS payloads (each would set document.title to PWNED if it ever ran).
+paths, and file names that carry HTML/JS payloads (each would set document.title to PWNED if it ever ran). With
+`videos`, the judged rows but the last also get an H.264 projection video, as detect --video writes them.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import numpy as np
 from detectors.results import ResultsWriter, make_row
 from generator.data.portraits import render_portrait
 from generator.util.files import write_json_atomic
+from projector.video import H264, write_projection_video
 
 PWNED = "PWNED"
 MALICIOUS_SCRIPT = f"uploads/<script>document.title='{PWNED}'</script>.png"
@@ -104,6 +106,7 @@ def make_report(
     torn: bool = False,  # leave a torn last line in results.jsonl, as a kill mid-write does
     res: int = 64,  # asset resolution
     write_run: bool = True,
+    videos: bool = False,  # projection videos (H.264) for every judged row but the last one
 ) -> FakeReport:
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -115,6 +118,12 @@ def make_report(
         for kind, pixels in (("target", target), ("reconstruction", recon), ("heatmap", heat)):
             rel[kind] = f"assets/{i:02d}-{kind}.png"
             _png(pixels, folder / rel[kind])
+        if videos and i < len(IMAGES) - 1:
+            x, y = target.astype(np.float32), recon.astype(np.float32)
+            frames = [np.clip(np.round(x + (y - x) * t), 0, 255).astype(np.uint8)
+                      for t in np.linspace(1.5, 1.0, 10)]  # a search that settles on the reconstruction
+            rel["video"] = f"assets/{i:02d}-projection.mp4"
+            write_projection_video(target, frames, folder / rel["video"], fps=20, codec=H264)
         rows.append(make_row(
             path=path, sha256=f"{i:02d}" * 32, size=48_000 + 1000 * i, width=res, height=res,
             format="jpeg" if path.endswith(".jpg") else "png", status="ok",
@@ -134,6 +143,8 @@ def make_report(
         with open(results, "a", encoding="utf-8") as f:
             f.write('{"path": "inbox/killed-mid-write.png", "status": "o')
     run = make_run(calibrated=calibrated, partial=partial, random_backbone=random_backbone, res=res)
+    if videos:
+        run["video"] = {"codec": H264, "fps": 20, "frame_every": 3}
     if write_run:
         write_json_atomic(folder / "run.json", run)
     return FakeReport(folder, results, rows, run)

@@ -328,6 +328,112 @@ def test_render_from_results_errors(tmp_path):
         render_from_results(empty)
 
 
+# ------------------------------------------------------------------------------------------------------- videos
+
+
+@pytest.fixture(scope="module")
+def _video_template(tmp_path_factory):
+    return make_report(tmp_path_factory.mktemp("report-videos") / "run", videos=True)
+
+
+@pytest.fixture
+def with_videos(_video_template, tmp_path):
+    """A fresh copy of a fake report folder whose judged rows (but the last) have H.264 projection videos."""
+    shutil.copytree(_video_template.dir, tmp_path / "run")
+    folder = tmp_path / "run"
+    return FakeReport(folder, folder / "results.jsonl", [dict(r) for r in _video_template.rows],
+                      json.loads(json.dumps(_video_template.run)))
+
+
+def _csp(html: str) -> str:
+    return re.search(r'<meta http-equiv="Content-Security-Policy" content="([^"]*)">', html).group(1).replace(
+        "&#39;", "'")
+
+
+def test_without_videos_nothing_about_them_is_written(fake):
+    written = write_reports(fake.dir, fake.rows, fake.run)
+    html = written["html"].read_text(encoding="utf-8")
+    assert "<video" not in html and "media-src" not in _csp(html) and '<th scope="col">Projection</th>' not in html
+    assert "This file is self-contained" in html
+    with open(written["csv"], encoding="utf-8-sig", newline="") as f:
+        assert "video" not in next(csv.reader(f))
+    assert all("video" not in r for r in json.loads(written["json"].read_text(encoding="utf-8"))["rows"])
+    assert all("video" not in r for r in read_results(fake.results))  # rows without videos: no key at all
+
+
+def test_videos_play_from_the_assets_folder_under_a_local_media_policy(with_videos):
+    fake = with_videos
+    written = write_reports(fake.dir, fake.rows, fake.run)
+    html = written["html"].read_text(encoding="utf-8")
+    parsed = _tags(html)
+    videos = [a for t, a in parsed.tags if t == "video"]
+    assert [v["src"] for v in videos] == [r["video"] for r in fake.rows[:7]]
+    for v in videos:
+        assert {"controls", "muted", "playsinline"} <= set(v) and v["preload"] == "metadata"
+        assert (v["width"], v["height"]) == ("192", "96")  # target | reconstruction, 96 px each
+        assert (fake.dir / v["src"]).is_file() and v["aria-label"].startswith("Projection of ")
+    assert html.count('<span class="missing">no video</span>') == 1  # the judged row without one
+    assert '<th scope="col">Projection</th>' in html and 'colspan="4"' in html  # error rows span it too
+    assert "the projection videos are files in the assets folder" in html and "self-contained" not in html
+
+    csp = _csp(html)
+    assert "media-src 'self'" in csp and "default-src 'none'" in csp and "img-src data:" in csp
+    assert "http" not in csp and "*" not in csp  # nothing remote
+    for tag, attrs in parsed.tags:  # every other reference is still embedded
+        for name in ("src", "href"):
+            value = attrs.get(name) or ""
+            assert not value or value.startswith(("data:", "#")) or (tag == "video" and value.startswith("assets/"))
+
+    with open(written["csv"], encoding="utf-8-sig", newline="") as f:
+        records = list(csv.DictReader(f))
+    assert [r["video"] for r in records[:8]] == [r["video"] for r in fake.rows[:7]] + [""]
+    doc = json.loads(written["json"].read_text(encoding="utf-8"))
+    assert doc["rows"][0]["video"] == "assets/00-projection.mp4" and doc["run"]["video"]["codec"] == "h264"
+
+
+def test_video_links_are_quoted_and_never_leave_the_results_folder(with_videos):
+    fake = with_videos
+    odd = 'assets/a b"<i>.mp4'
+    shutil.copyfile(fake.dir / fake.rows[0]["video"], fake.dir / odd)
+    rows = [dict(fake.rows[0], video=odd)] + [
+        dict(fake.rows[i], video=v) for i, v in enumerate(
+            ["https://evil.example/x.mp4", "//evil.example/x.mp4", "../../../etc/passwd", "/etc/passwd",
+             "assets/missing.mp4", "javascript:alert(1)"], start=1)]
+    html = write_reports(fake.dir, rows, fake.run, formats=("html",))["html"].read_text(encoding="utf-8")
+    videos = [a for t, a in _tags(html).tags if t == "video"]
+    assert [v["src"] for v in videos] == ["assets/a%20b%22%3Ci%3E.mp4"]
+    assert html.count('<span class="missing">no video</span>') == 6
+    assert "evil.example" not in html and "/etc/passwd" not in html and "javascript:" not in html
+
+
+def test_no_media_policy_when_no_video_can_be_shown(with_videos):
+    fake = with_videos
+    rows = [dict(r, video="assets/missing.mp4") if r.get("video") else r for r in fake.rows]
+    html = write_reports(fake.dir, rows, fake.run, formats=("html",))["html"].read_text(encoding="utf-8")
+    assert "<video" not in html and "media-src" not in _csp(html)
+
+
+def test_mpeg4_videos_are_linked_not_played(with_videos):
+    fake = with_videos
+    run = dict(fake.run, video={"codec": "mpeg4", "fps": 20, "frame_every": 3})
+    html = write_reports(fake.dir, fake.rows, run, formats=("html",))["html"].read_text(encoding="utf-8")
+    parsed = _tags(html)
+    assert not [t for t, _ in parsed.tags if t == "video"]
+    links = [a["href"] for t, a in parsed.tags if t == "a" and a.get("href", "").endswith(".mp4")]
+    assert links == [r["video"] for r in fake.rows[:7]]
+    assert "browsers do not play it" in html and "sgproject[video]" in html
+
+
+def test_render_from_results_into_another_folder_rewrites_video_paths(with_videos, tmp_path):
+    out = tmp_path / "elsewhere" / "reports"
+    written = render_from_results(with_videos.results, out_dir=out)
+    doc = json.loads(written["json"].read_text(encoding="utf-8"))
+    assert doc["rows"][0]["video"] == "../../run/assets/00-projection.mp4"
+    html = written["html"].read_text(encoding="utf-8")
+    srcs = [a["src"] for t, a in _tags(html).tags if t == "video"]
+    assert len(srcs) == 7 and all((out / s).is_file() for s in srcs) and srcs[0].startswith("../../run/assets/")
+
+
 # ----------------------------------------------------------------------------------------------------------- CLI
 
 runner = CliRunner()

@@ -1,10 +1,14 @@
-"""report.html in a real headless Chromium: the script runs, sorts from the address, payloads stay inert.
+"""report.html in a real headless Chromium: the script runs, sorts from the address, payloads stay inert, and
+projection videos (detect --video) play from the assets folder under the report's own Content-Security-Policy.
 
 Needs Debian's chromium (`apt-get install -y chromium`; CI installs it). Without it these tests fail with that
 advice, unless SGPROJECT_SKIP_BROWSER_TESTS=1 says to skip them. SGPROJECT_UPDATE_SCREENSHOT=1 also refreshes
 docs/report_screenshot.png (the README's picture) from the fake report.
 """
 
+import base64
+import hashlib
+import json
 import os
 import re
 import shutil
@@ -17,6 +21,7 @@ from PIL import Image
 
 from detectors.report import write_reports
 from tests.detectors.report_fixtures import PWNED, make_report
+from tests.projector.videos import avc1_codecs
 
 SKIP_ENV = "SGPROJECT_SKIP_BROWSER_TESTS"
 DOCS_SCREENSHOT = Path(__file__).resolve().parents[2] / "docs" / "report_screenshot.png"
@@ -113,3 +118,80 @@ def test_screenshot(report, tmp_path):
     if os.environ.get("SGPROJECT_UPDATE_SCREENSHOT") == "1":
         DOCS_SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(shot, DOCS_SCREENSHOT)
+
+
+# ------------------------------------------------------------------------------------------------------- videos
+
+# What the page itself can tell: the probe is added to a copy of report.html, and its hash to script-src alone, so
+# the videos load under the report's own media policy. It reports, per <video>, what the browser made of it once
+# each has its metadata (or an error), and whether a remote video is refused.
+PROBE = """
+(function () {
+  "use strict";
+  var out = document.createElement("pre");
+  out.id = "probe";
+  var codecs = document.body.getAttribute("data-probe-codecs");
+  var videos = Array.prototype.slice.call(document.querySelectorAll("video"));
+  var blocked = [];
+  document.addEventListener("securitypolicyviolation", function (e) {
+    blocked.push({ uri: e.blockedURI, directive: e.effectiveDirective });
+  });
+  var remote = document.createElement("video");
+  remote.muted = true;
+  remote.src = "https://example.com/remote.mp4";
+  function settled(v) {
+    return new Promise(function (resolve) {
+      if (v.readyState >= 1 || v.error) { resolve(); return; }
+      v.addEventListener("loadedmetadata", resolve);
+      v.addEventListener("error", resolve);
+      v.load();
+    });
+  }
+  Promise.all(videos.map(settled)).then(function () {
+    setTimeout(function () {
+      out.textContent = JSON.stringify({
+        canPlay: document.createElement("video").canPlayType('video/mp4; codecs="' + codecs + '"'),
+        videos: videos.map(function (v) {
+          return { src: v.getAttribute("src"), readyState: v.readyState,
+                   duration: isFinite(v.duration) ? v.duration : String(v.duration),
+                   error: v.error ? v.error.code : null, width: v.videoWidth, height: v.videoHeight };
+        }),
+        blocked: blocked
+      });
+      document.body.appendChild(out);
+    }, 200);
+  });
+})();
+"""
+
+
+def _with_probe(html: str, codecs: str) -> str:
+    """report.html plus the probe script, allowed by its hash; every other directive of the policy unchanged."""
+    digest = base64.b64encode(hashlib.sha256(PROBE.encode()).digest()).decode()
+    html, n = re.subn(r"(script-src 'sha256-[^']+')", rf"\1 'sha256-{digest}'", html, count=1)
+    assert n == 1
+    html = html.replace("<body>", f'<body data-probe-codecs="{codecs}">', 1)
+    return html.replace("</body>", f"<script>{PROBE}</script></body>", 1)
+
+
+def test_projection_videos_play_in_the_browser(tmp_path):
+    fake = make_report(tmp_path / "run", videos=True)
+    write_reports(fake.dir, fake.rows, fake.run, formats=("html",))
+    html = (fake.dir / "report.html").read_text(encoding="utf-8")
+    assert "media-src 'self'" in html
+    codecs = avc1_codecs(fake.dir / fake.rows[0]["video"])
+    probe = fake.dir / "probe.html"  # beside report.html: the same relative paths to assets/
+    probe.write_text(_with_probe(html, codecs), encoding="utf-8")
+
+    result = run_chromium(probe.as_uri(), "--dump-dom", "--autoplay-policy=no-user-gesture-required")
+    m = re.search(r'<pre id="probe">(.*?)</pre>', result.stdout, re.S)
+    assert m, result.stderr[-3000:]
+    got = json.loads(m.group(1).replace("&quot;", '"').replace("&amp;", "&"))
+    assert got["canPlay"] in ("probably", "maybe"), (codecs, got)
+    assert [v["src"] for v in got["videos"]] == [r["video"] for r in fake.rows[:7]]
+    for v in got["videos"]:
+        assert v["error"] is None and v["readyState"] >= 1, v
+        assert isinstance(v["duration"], (int, float)) and v["duration"] > 0, v  # 10 frames at 20 fps: 0.5 s
+        assert (v["width"], v["height"]) == (512, 256), v
+    assert [b["directive"] for b in got["blocked"]] == ["media-src"], got["blocked"]  # the remote one, only
+    assert "Uncaught" not in result.stderr, result.stderr[-3000:]
