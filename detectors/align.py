@@ -7,7 +7,7 @@ module repeats that recipe (docs/ARCHITECTURE.md, "Face alignment"). The steps, 
 - Landmarks, by one of two aligners (`resolve_aligner` picks; `align_face(aligner=...)` can force one):
   - `dlib-68` (the `sgproject[faces]` extra: dlib + the face-recognition-models files): `detect_faces_dlib` (dlib's
     HOG frontal face detector, its CNN detector when HOG finds nothing), `predict_landmarks68` (the 68-point shape
-    predictor), `landmarks_from_68` (FFHQ's eye centres and mouth corners).
+    predictor, made independent of the detector's box), `landmarks_from_68` (FFHQ's eye centres and mouth corners).
   - `haar` (always there, the fallback): OpenCV's bundled Haar cascades (face, eyes, smile); coarse, and any
     landmark that is not found is estimated from the face geometry and named in `Landmarks.estimated`.
 - `ffhq_quad`: eye centres and mouth centre -> the oriented square to crop (pure).
@@ -16,11 +16,12 @@ module repeats that recipe (docs/ARCHITECTURE.md, "Face alignment"). The steps, 
 
 `align_face` runs them all and falls back to a centre crop when no face is found.
 
-Where the landmarks land: the recipe puts the eyes at exactly x = 0.375 and 0.625 of the output (the square is
-four eye distances wide) and, when the eye distance sets the size, the eyes at y = 0.5 - r / 40 and the mouth at
-y = 0.5 + 9 r / 40, with r = |eye_avg -> mouth| / |eye distance|. For the portraits' canonical face
-(`CANONICAL_LANDMARKS`, r = 0.94) that is y = 0.477 and 0.711, about 2 px at 256 below the canonical 0.469 and
-0.703: the FFHQ recipe is kept as it is, since it is what official FFHQ generators were trained on.
+Where the landmarks land: for a symmetric face the recipe puts the eyes at exactly x = 0.375 and 0.625 of the
+output (the square is four eye distances wide) and, when the eye distance sets the size, the eyes at
+y = 0.5 - r / 40 and the mouth at y = 0.5 + 9 r / 40, with r = |eye_avg -> mouth| / |eye distance|. For the
+portraits' canonical face (`CANONICAL_LANDMARKS`, r = 0.94) that is y = 0.477 and 0.711, about 2 px at 256 below
+the canonical 0.469 and 0.703: the FFHQ recipe is kept as it is, since it is what official FFHQ generators were
+trained on.
 
 Coordinates: (x, y) in pixels, pixel (i, j) centred at x = i, y = j (OpenCV's and dlib's convention). A fraction f
 of the output width therefore sits at pixel coordinate f * R - 0.5.
