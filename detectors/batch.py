@@ -89,7 +89,7 @@ def prepare_image(path: Path, resolution: int, *, align: bool = False) -> Prepar
     res = resolution
     if align:
         a = align_face(img.pixels, res)
-        notes = list(img.notes) + ([a.warning] if a.warning else [])
+        notes = list(img.notes) + a.notes  # which aligner ran, then its warning
         return Prepared(path, img, a.image, a.to_json(), notes, degradation_of(img, res, aligned=True))
     notes = list(img.notes)
     h, w = img.pixels.shape[:2]

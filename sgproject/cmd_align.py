@@ -17,12 +17,17 @@ def align(
     inputs: list[Path] = typer.Argument(..., metavar="IN", help="Image files, or folders to search for images."),
     outdir: Path = typer.Option(..., "--outdir", "-o", help="Folder for <stem>.png and <stem>.json (created)."),
     res: int = typer.Option(64, "--res", "-r", min=8, help="Output size in pixels (square): the model's resolution."),
+    aligner: str = typer.Option("auto", "--aligner", help="auto (dlib-68 with the faces extra installed, else "
+                                "haar), dlib-68 or haar."),
 ) -> None:
     """Align faces the way StyleGAN2's training faces were aligned (the FFHQ recipe): one square crop per image.
 
-    Writes OUTDIR/<stem>.png (the crop) and OUTDIR/<stem>.json (landmarks, face box, crop corners, warnings).
+    Writes OUTDIR/<stem>.png (the crop) and OUTDIR/<stem>.json (aligner, landmarks, face box, crop corners,
+    warnings).
 
-    Eyes and mouth are found with OpenCV's Haar cascades. With several faces the largest is used.
+    Eyes and mouth come from dlib's 68 face landmarks, as FFHQ's did, with the faces extra
+    (pip install "sgproject[faces]"; its landmark model is for non-commercial use); without it from OpenCV's Haar
+    cascades, which are coarser. With several faces the largest is used.
 
     An image without a detectable face gets its centre crop instead, and a warning.
 
@@ -33,13 +38,17 @@ def align(
       sgproject align photo.jpg --outdir aligned/
 
       sgproject align photos/ --outdir aligned/ --res 256
+
+      sgproject align photo.jpg --outdir aligned/ --aligner haar
     """
     # local: keeps --help fast
-    from detectors.align import align_face
+    from detectors.align import ALIGNERS, align_face
     from detectors.images import ImageLoadError, find_images, read_rgb
     from generator.util.files import write_text_atomic
     from generator.util.imaging import save_png
 
+    if aligner not in ALIGNERS:
+        fail(f"--aligner must be one of {', '.join(ALIGNERS)}, got {aligner!r}")
     paths, skipped = find_images(inputs)
     if not paths and not skipped:
         fail(f"no images found in {', '.join(map(str, inputs))}")
@@ -57,7 +66,7 @@ def align(
             err.print(f"[red]unreadable[/] {path}: {e}", highlight=False)
             counts["unreadable"] += 1
             continue
-        result = align_face(image.pixels, res)
+        result = align_face(image.pixels, res, aligner=aligner)
         stem = _unique_stem(path.stem, used)
         save_png(result.image, outdir / f"{stem}.png")
         record = {"source": str(path), "source_sha256": image.sha256, **result.to_json()}
@@ -65,7 +74,7 @@ def align(
 
         kind = "aligned" if result.aligned else "centre crop"
         counts[kind] += 1
-        tag = "[green]aligned[/]" if result.aligned else "[yellow]centre crop[/]"
+        tag = f"[green]aligned ({result.aligner})[/]" if result.aligned else "[yellow]centre crop[/]"
         note = f" [yellow]({result.warning})[/]" if result.warning else ""
         err.print(f"{tag} {path} -> {outdir / stem}.png{note}", highlight=False)
 

@@ -1,4 +1,5 @@
-"""Face alignment: FFHQ geometry on exactly known landmarks, Haar detection on a real photo, fallbacks, the CLI."""
+"""Face alignment: FFHQ geometry and resampling on exactly known landmarks, the Haar aligner on a real photo, the
+centre-crop fallback, the CLI. The dlib-68 aligner and the fallback to Haar without it: test_align_dlib.py."""
 
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from detectors.align import (
-    CANONICAL_LANDMARKS, Alignment, Landmarks, align_face, detect_landmarks, ffhq_quad, quad_to_output, warp_quad,
+    CANONICAL_LANDMARKS, Alignment, Landmarks, align_face, ffhq_crop, ffhq_pad, ffhq_quad, ffhq_shrink, haar_landmarks,
+    quad_to_output, warp_quad,
 )
 from generator.data.portraits import render_portrait
 from sgproject.cli import app  # the real entry point, with every command registered
@@ -61,7 +63,7 @@ def astronaut() -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def astronaut_aligned(astronaut) -> Alignment:
-    return align_face(astronaut, R)
+    return align_face(astronaut, R, aligner="haar")
 
 
 # ------------------------------------------------------------------------------------------ pure geometry
@@ -134,29 +136,77 @@ def test_warp_puts_known_landmarks_at_canonical_positions(face_px, seed):
     assert abs(tilt_deg(found["left_eye"], found["right_eye"])) < 0.5
 
 
-def test_warp_quad_fills_outside_of_the_photo_with_blur_then_mean_colour():
-    rng = np.random.default_rng(0)
-    img = rng.integers(60, 200, (100, 100, 3), dtype=np.uint8)
+def smooth_noise(size: int, seed: int = 0) -> np.ndarray:
+    """[size, size, 3] uint8 texture with detail at a few pixels (blurred noise, contrast stretched)."""
+    rng = np.random.default_rng(seed)
+    img = cv2.GaussianBlur(rng.integers(0, 256, (size, size, 3)).astype(np.float32), (0, 0), 2.0)
+    return np.clip((img - img.mean()) * 4 + 128, 0, 255).astype(np.uint8)
+
+
+def test_warp_quad_inside_the_photo_is_plain_resampling_without_shift():
+    img = smooth_noise(100)
+    # Corners on the outer edges of pixels 10..89: FFHQ's 4x bilinear + Lanczos gives them back, slightly smoothed.
+    inside = warp_quad(img, np.array([[9.5, 9.5], [9.5, 89.5], [89.5, 89.5], [89.5, 9.5]]), 80)
+    ref = img[10:90, 10:90]
+    assert np.abs(inside.astype(int) - ref).mean() < 2.5 and np.abs(inside.astype(int) - ref).max() < 20
+    a, b = (cv2.cvtColor(x, cv2.COLOR_RGB2GRAY).astype(np.float32) for x in (inside, ref))
+    (dx, dy), _ = cv2.phaseCorrelate(a, b)
+    assert math.hypot(dx, dy) < 0.05
+
+
+def test_warp_quad_fills_outside_of_the_photo_with_blur_then_median_colour():
+    img = smooth_noise(100)
     quad = np.array([[-100, -100], [-100, 200], [200, 200], [200, -100]], dtype=np.float64)  # 3x the photo
     out = warp_quad(img, quad, 96)
-    # The photo sits in the middle third, untouched by the blending.
-    inner = out[33:63, 33:63].astype(int)
-    expected = cv2.resize(img, (32, 32), interpolation=cv2.INTER_AREA)[1:31, 1:31].astype(int)
-    assert np.abs(inner - expected).mean() < 25  # same content (noise, resampled), not the mean colour
-    # Far outside it: the median colour, no texture.
-    corner = out[:8, :8].reshape(-1, 3).astype(float)
-    np.testing.assert_allclose(corner.mean(0), np.median(img.reshape(-1, 3), 0), atol=6)
+    # The photo fills the middle third. FFHQ fades the blur a third of the pad width (here 130 px) into the photo, so
+    # only its middle keeps its texture: the same texture as the photo, shrunk.
+    inner = out[42:54, 42:54].astype(np.float64)
+    expected = cv2.resize(img, (32, 32), interpolation=cv2.INTER_AREA)[10:22, 10:22].astype(np.float64)
+    assert np.corrcoef(inner.ravel(), expected.ravel())[0, 1] > 0.8
+    # Towards the quad's corners: mostly the median colour (76 % at the corner pixel here), no texture left.
+    corner = out[:3, :3].reshape(-1, 3).astype(float)
+    np.testing.assert_allclose(corner.mean(0), np.median(img.reshape(-1, 3), 0), atol=15)
     assert corner.std(0).max() < 3
-    # A quad inside the photo is plain resampling: corners on the outer edges of pixels 10..89 give them back.
-    inside = warp_quad(img, np.array([[9.5, 9.5], [9.5, 89.5], [89.5, 89.5], [89.5, 9.5]]), 80)
-    np.testing.assert_array_equal(inside, img[10:90, 10:90])
+
+
+def test_ffhq_steps_shrink_crop_and_pad_as_the_recipe_says():
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 256, (700, 900, 3), dtype=np.uint8)
+    quad = np.array([[100.0, -40.0], [100.0, 560.0], [700.0, 560.0], [700.0, -40.0]])  # side 600, above the photo
+    # Shrink: by the integer floor(qsize / R / 2), 600 / 64 / 2 -> 4; not at all below 2.
+    small, q, qsize = ffhq_shrink(img, quad, 600.0, 64)
+    assert small.shape == (175, 225, 3) and qsize == 150.0
+    np.testing.assert_allclose(q, (quad + 0.5) / 4 - 0.5)
+    assert ffhq_shrink(img, quad, 600.0, 256)[0] is img  # floor(600 / 256 / 2) = 1
+    # Crop: the quad's box plus 0.1 qsize (at least 3 px), clipped to the photo.
+    cropped, qc = ffhq_crop(small, q, qsize)
+    b = 15  # rint(0.1 * 150)
+    x0, y0 = int(np.floor(q[:, 0].min())) - b, int(np.floor(q[:, 1].min())) - b
+    x1, y1 = int(np.ceil(q[:, 0].max())) + b, int(np.ceil(q[:, 1].max())) + b
+    assert (x0, y0, x1, y1) == (9, -26, 190, 155)
+    np.testing.assert_array_equal(cropped, small[0:155, 9:190])
+    np.testing.assert_allclose(qc, q - (9, 0))
+    # Pad: the quad leaves the photo at the top, so every side gets at least rint(0.3 qsize) = 45.
+    padded, qp = ffhq_pad(cropped, qc, qsize)
+    h, w = cropped.shape[:2]
+    assert padded.shape == (h + 2 * 45, w + 2 * 45, 3)
+    np.testing.assert_allclose(qp, qc + 45)
+    # The outer edge is one flat colour (the median); the pad between is blurred photo, smoother than the photo.
+    for edge in (padded[0], padded[-1], padded[:, 0], padded[:, -1]):
+        assert np.ptp(edge.astype(int), axis=0).max() <= 1
+    np.testing.assert_array_equal(padded[0, 0], padded[-1, -1])
+    grad = lambda a: np.abs(np.diff(a.astype(float), axis=1)).mean()  # noqa: E731
+    assert grad(padded[20:25, 45:-45]) < 0.2 * grad(cropped)
+    # A quad well inside the photo is not padded.
+    inside, _ = ffhq_pad(img, np.array([[50.0, 50.0], [50.0, 150.0], [150.0, 150.0], [150.0, 50.0]]), 100.0)
+    assert inside is img
 
 
 # ------------------------------------------------------------------------------------- detection: a photo
 
 
-def test_astronaut_eyes_and_mouth_are_detected(astronaut):
-    lm, box, n = detect_landmarks(astronaut)
+def test_astronaut_eyes_and_mouth_are_detected_by_haar(astronaut):
+    lm, box, n = haar_landmarks(astronaut)
     assert n == 1 and lm is not None
     assert "left_eye" not in lm.estimated and "right_eye" not in lm.estimated
     x, y, w, h = box
@@ -168,11 +218,11 @@ def test_astronaut_eyes_and_mouth_are_detected(astronaut):
 
 @pytest.mark.parametrize("angle, scale, shift", [(10, 0.8, (30, -20)), (-10, 1.2, (-25, 15)), (6, 1.0, (-40, 35)),
                                                  (-30, 0.9, (10, 10))])
-def test_alignment_undoes_rotation_scale_and_shift(astronaut, astronaut_aligned, angle, scale, shift):
+def test_haar_alignment_undoes_rotation_scale_and_shift(astronaut, astronaut_aligned, angle, scale, shift):
     ref = astronaut_aligned
-    assert ref.aligned and ref.warning is None
+    assert ref.aligned and ref.warning is None and ref.aligner == "haar"
     M = similarity(angle, scale, shift, (256, 256))
-    al = align_face(transform(astronaut, M), R)
+    al = align_face(transform(astronaut, M), R, aligner="haar")
     assert al.aligned and not {"left_eye", "right_eye"} & set(al.landmarks.estimated)
     for name in ("left_eye", "right_eye"):
         # Where the eyes of the original photo end up in both crops (true positions, moved by the known M).
@@ -186,14 +236,16 @@ def test_alignment_undoes_rotation_scale_and_shift(astronaut, astronaut_aligned,
     assert np.abs(al.image.astype(int) - ref.image.astype(int)).mean() < 20
 
 
-def test_no_face_falls_back_to_the_centre_crop():
+@pytest.mark.parametrize("aligner", ["dlib-68", "haar"])
+def test_no_face_falls_back_to_the_centre_crop(aligner):
     h, w = 300, 400
     grad = np.zeros((h, w, 3), np.uint8)
     grad[..., 0] = np.linspace(0, 255, w)[None, :]
     grad[..., 1] = np.linspace(30, 220, h)[:, None]
     grad[..., 2] = 128
-    al = align_face(grad, 64)
+    al = align_face(grad, 64, aligner=aligner)
     assert not al.aligned and al.landmarks is None and al.face_box is None and al.n_faces == 0
+    assert al.aligner == aligner and al.to_json()["aligner"] == aligner and aligner in al.notes[0]
     assert "no face" in al.warning
     assert al.image.shape == (64, 64, 3) and al.image.dtype == np.uint8
     np.testing.assert_allclose(al.quad, [[49.5, -0.5], [49.5, 299.5], [349.5, 299.5], [349.5, -0.5]])
@@ -202,14 +254,14 @@ def test_no_face_falls_back_to_the_centre_crop():
     json.dumps(al.to_json())
 
 
-def test_two_faces_aligns_the_largest(astronaut):
+def test_haar_with_two_faces_aligns_the_largest(astronaut):
     canvas = np.full((700, 1100, 3), 90, np.uint8)
     canvas[50:562, 30:542] = astronaut  # face about 92 px
     canvas[300:620, 700:1020] = cv2.resize(astronaut, (320, 320), interpolation=cv2.INTER_AREA)  # about 58 px
-    al = align_face(canvas, 128)
+    al = align_face(canvas, 128, aligner="haar")
     assert al.aligned and al.n_faces >= 2
     assert f"{al.n_faces} faces found; aligned the largest" in al.warning
-    ref, _, _ = detect_landmarks(astronaut)
+    ref, _, _ = haar_landmarks(astronaut)
     assert np.hypot(*(np.array(al.landmarks.left_eye) - (ref.left_eye[0] + 30, ref.left_eye[1] + 50))) < 3
     assert al.face_box[2] > 80
 
@@ -217,6 +269,7 @@ def test_two_faces_aligns_the_largest(astronaut):
 def test_to_json_round_trips(astronaut_aligned):
     d = json.loads(json.dumps(astronaut_aligned.to_json()))
     assert d["aligned"] is True and d["resolution"] == R and d["n_faces"] == 1 and d["warning"] is None
+    assert d["aligner"] == "haar"
     assert set(d["landmarks"]) == {"left_eye", "right_eye", "mouth", "estimated"}
     assert len(d["quad"]) == 4 and len(d["face_box"]) == 4
     assert "image" not in d
@@ -256,7 +309,7 @@ def test_haar_landmarks_on_portraits_are_close_when_found():
     checked = 0
     for index in range(6):
         img, P = render_portrait(0, index, R)
-        lm, _, _ = detect_landmarks(img)
+        lm, _, _ = haar_landmarks(img)
         if lm is None or {"left_eye", "right_eye"} & set(lm.estimated):
             continue
         checked += 1
@@ -280,12 +333,19 @@ def test_cli_writes_crops_and_json_and_reports_unreadable_files(tmp_path, astron
     ok = runner.invoke(app, ["align", str(src / "astronaut.png"), str(src / "gradient.png"), "--outdir", str(out),
                              "--res", "32"])
     assert ok.exit_code == 0, ok.output
-    assert "aligned" in ok.output and "centre crop" in ok.output and "no face found" in ok.output
+    assert "aligned (dlib-68)" in ok.output and "centre crop" in ok.output and "no face found" in ok.output
     for stem, aligned in (("astronaut", True), ("gradient", False)):
         assert Image.open(out / f"{stem}.png").size == (32, 32)
         record = json.loads((out / f"{stem}.json").read_text())
-        assert record["aligned"] is aligned and record["resolution"] == 32
+        assert record["aligned"] is aligned and record["resolution"] == 32 and record["aligner"] == "dlib-68"
         assert record["source"].endswith(f"{stem}.png")
+
+    haar = runner.invoke(app, ["align", str(src / "astronaut.png"), "--outdir", str(tmp_path / "haar"), "--res", "32",
+                               "--aligner", "haar"])
+    assert haar.exit_code == 0 and "aligned (haar)" in haar.output, haar.output
+    assert json.loads((tmp_path / "haar" / "astronaut.json").read_text())["aligner"] == "haar"
+    wrong = runner.invoke(app, ["align", str(src / "astronaut.png"), "--outdir", str(out), "--aligner", "mtcnn"])
+    assert wrong.exit_code == 2 and "--aligner must be one of" in wrong.output
 
     (src / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
     bad = runner.invoke(app, ["align", str(src), "--outdir", str(out), "--res", "32"])
