@@ -28,9 +28,19 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     tmp = path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
     try:
         yield tmp
+        # Some writers (safetensors, tempfile) create private 0600 files; what we write for a user is as readable
+        # as any file they create themselves.
+        os.chmod(tmp, _default_file_mode())
         os.replace(tmp, path)  # a rename within one folder: atomic on POSIX and Windows
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _default_file_mode() -> int:
+    """0666 less the process's umask: the mode open() gives a new file."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
 
 
 def write_bytes_atomic(path: str | Path, data: bytes, *, fsync: bool = False) -> Path:
