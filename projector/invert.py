@@ -17,6 +17,7 @@ from generator.checkpoint import ModelInfo
 from generator.metrics.lpips import PerceptualDistance
 from generator.networks import Generator
 from generator.util.imaging import save_png, to_tensor
+from projector.encoder import Encoder
 from projector.outputs import save_projection
 from projector.project import Projection, ProjectorConfig, auto_batch_size, project
 from projector.video import video_codec
@@ -72,6 +73,7 @@ def invert_images(
     device: torch.device | str | None = None,  # default: G's device
     batch_size: int | None = None,  # images optimised at once (default: auto_batch_size)
     video: bool = False,  # also write proj.mp4 (target | projection at every step; H.264 with the video extra)
+    encoder: Encoder | None = None,  # with config.init='encoder': the start of every image (projector.encoder)
     progress: Callable[[int, int, int], None] | None = None,  # (steps done, steps in all, images optimising)
     warn: Callable[[str], None] | None = None,  # the warning that videos fall back to MPEG-4 (default: logging)
 ) -> Iterator[Inverted]:
@@ -98,7 +100,7 @@ def invert_images(
                 progress(base + step * k, total, active)
 
         results = project(G, to_tensor([t.pixels for t in chunk]), config=config, seed=seed, device=device,
-                          perceptual=perceptual, callback=on_step, record_frames=video)
+                          perceptual=perceptual, callback=on_step, record_frames=video, encoder=encoder)
         if progress and max(p.steps for p in results) < config.num_steps:  # all stopped early: count their rest
             progress(base + len(chunk) * config.num_steps, total, 0)
         for t, folder, p in zip(chunk, folders[start : start + bs], results):

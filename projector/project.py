@@ -27,6 +27,7 @@ from generator.metrics.lpips import PerceptualDistance, load_perceptual
 from generator.networks import Generator
 from generator.util.errors import SGProjectError
 from generator.util.imaging import to_uint8
+from projector.encoder import Encoder
 from projector.noise import gaussianity, noise_regularization, normalize_noise_
 from projector.schedule import learning_rate, w_noise_scale
 
@@ -51,7 +52,9 @@ class ProjectorConfig:
     early_stop: int = 0  # stop an image after this many steps without improving by early_stop_delta (0: off)
     early_stop_delta: float = 1e-4  # improvement of the LPIPS distance that counts
     amp: bool = False  # bfloat16 autocast for synthesis and LPIPS (CUDA only)
-    init_samples: int = 0  # >0: start each image at the closest (LPIPS) of w_avg and this many sampled w
+    init_samples: int = 0  # >0: start each image at the closest (LPIPS) of its start (init) and this many sampled w
+    init: str = "w_avg"  # each image's start: 'w_avg' (the paper) or 'encoder' (its guess; project(encoder=...))
+    encoder_sha256: str = ""  # init='encoder': the encoder's identity (Encoder.identity()); fingerprints need it
 
     def __post_init__(self) -> None:
         if self.space not in SPACES:
@@ -60,15 +63,27 @@ class ProjectorConfig:
             raise ProjectionError(f"num_steps must be at least 1, got {self.num_steps}")
         if self.init_samples < 0:
             raise ProjectionError(f"init_samples must be >= 0, got {self.init_samples}")
+        if self.init not in INITS:
+            raise ProjectionError(f"init must be one of {', '.join(INITS)}, got {self.init!r}")
+        if self.encoder_sha256 and self.init != "encoder":
+            raise ProjectionError(f"encoder_sha256 is set but init is {self.init!r}, not 'encoder'")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+    def using_encoder(self, encoder: Encoder) -> ProjectorConfig:
+        """This config with each image starting at `encoder`'s guess (a projector.encoder.Encoder), its identity
+        recorded so that the fingerprint tells encoders apart."""
+        return dataclasses.replace(self, init="encoder", encoder_sha256=encoder.identity())
 
     def fingerprint(self) -> str:
         """A short hash of every setting that changes a score (calibrations and resumed runs compare it).
 
         Settings added later (ADDED_OFF) enter it only when switched on, so fingerprints made before they existed
-        stay valid for the same behaviour."""
+        stay valid for the same behaviour. With init='encoder' the encoder's identity is part of it (required)."""
+        if self.init == "encoder" and not self.encoder_sha256:
+            raise ProjectionError("init='encoder' without encoder_sha256: the fingerprint must name the encoder "
+                                  "(use ProjectorConfig.using_encoder)")
         d = self.to_dict()
         for k, off in ADDED_OFF.items():
             if d[k] == off:
@@ -76,7 +91,9 @@ class ProjectorConfig:
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
 
-ADDED_OFF = {"init_samples": 0}  # setting: its value that means "as before it existed"
+INITS = ("w_avg", "encoder")
+# setting: its value that means "as before it existed"
+ADDED_OFF = {"init_samples": 0, "init": "w_avg", "encoder_sha256": ""}
 
 
 def uses_amp(config: ProjectorConfig, device: torch.device | str) -> bool:
@@ -148,6 +165,7 @@ def project(
     record_frames: bool = False,
     frame_every: int = 1,  # with record_frames: keep every k-th step's image (and each image's last one)
     return_target_features: bool = False,
+    encoder: Encoder | None = None,  # with init='encoder': the guess each image starts from (projector.encoder)
     **overrides,  # ProjectorConfig fields, e.g. space='w+', num_steps=200
 ) -> list[Projection] | tuple[list[Projection], list[torch.Tensor]]:
     """Project every target image; returns one Projection per image, in order.
@@ -160,6 +178,10 @@ def project(
 
     Randomness (initial noise maps, noise on w) is drawn per image from a generator seeded by `seed`, so an image
     gets the same result in any batch.
+
+    With `init='encoder'` each image starts at `encoder`'s guess (W: its w, or the mean of its W+ guess over the
+    layers; W+: its W+ guess, or its w on every layer); a config naming another encoder (`encoder_sha256`) is
+    refused.
     """
     cfg = dataclasses.replace(config or ProjectorConfig(), **overrides)
     if frame_every < 1:
@@ -175,6 +197,7 @@ def project(
     perceptual = perceptual if perceptual is not None else load_perceptual(device=device)
     perceptual = perceptual.to(device)
     targets = targets.to(device, torch.float32)
+    _check_encoder(cfg, encoder, G)
     autocast = torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=uses_amp(cfg, device))
 
     w_avg, w_std = w_statistics(G, cfg.w_avg_samples)
@@ -191,13 +214,18 @@ def project(
         normalize_noise_(noise[i])
     with torch.no_grad(), autocast:
         target_feats = perceptual.features(targets)
+    own = None
+    if cfg.init == "encoder":
+        with torch.no_grad():
+            guess = encoder.to(device).eval().guess(targets)  # [n, w_dim] or [n, num_ws, w_dim]
+        own = guess if guess.ndim == 3 else guess[:, None]  # [n, 1 or num_ws, w_dim]
     if cfg.init_samples:
         starts = _closest_starts(G, perceptual, target_feats, w_avg, [m.detach() for m in noise[0]],
-                                 cfg.init_samples, seed, autocast)  # [n, w_dim]
+                                 cfg.init_samples, seed, autocast, own=own)
+        starts = starts if own is not None else starts[:, None]  # [n, 1 or num_ws, w_dim]
     else:
-        starts = w_avg[None].expand(n, -1)
-    w_opt = [starts[i].detach().clone().reshape(1, 1, -1).repeat(1, w_layers, 1).requires_grad_(True)
-             for i in range(n)]
+        starts = own if own is not None else w_avg[None, None].expand(n, 1, -1)
+    w_opt = [_start_leaf(starts[i], w_layers) for i in range(n)]
     params = [p for i in range(n) for p in [w_opt[i], *noise[i]]]
     opt = torch.optim.Adam(params, betas=(0.9, 0.999), lr=cfg.lr)
 
@@ -262,17 +290,50 @@ def project(
     return (projections, target_feats) if return_target_features else projections
 
 
-@torch.no_grad()
-def _closest_starts(G, perceptual, target_feats, w_avg, maps, k, seed, autocast, chunk: int = 32) -> torch.Tensor:
-    """For each target, the candidate w (w_avg and k mapped z, the same for every image) whose image is closest in
-    LPIPS: a start in the right basin, so fewer steps reach the same distance. [N, w_dim]
+def _check_encoder(cfg: ProjectorConfig, encoder, G: Generator) -> None:
+    """ProjectionError unless `encoder` is given exactly when init='encoder', is the one the config names, and
+    fits G."""
+    if cfg.init != "encoder":
+        if encoder is not None:
+            raise ProjectionError(f"an encoder was given but init is {cfg.init!r}; use init='encoder'")
+        return
+    if encoder is None:
+        raise ProjectionError("init='encoder' needs an encoder (project(..., encoder=E); sgproject: --encoder)")
+    geometry = (G.img_resolution, G.w_dim, G.num_ws, G.img_channels)
+    if (encoder.resolution, encoder.w_dim, encoder.num_ws, encoder.img_channels) != geometry:
+        raise ProjectionError(f"the encoder was made for {encoder.resolution} px and w [{encoder.num_ws}, "
+                              f"{encoder.w_dim}], this model is {G.img_resolution} px with w [{G.num_ws}, {G.w_dim}]")
+    if cfg.encoder_sha256 and cfg.encoder_sha256 != encoder.identity():
+        raise ProjectionError(f"the settings name encoder {cfg.encoder_sha256}, but encoder "
+                              f"{encoder.identity()} was given")
 
-    Candidates depend on `seed` only, and are rendered with the image's initial noise maps (identical for every
-    image of a run: they come from the same seed), so an image's start does not depend on its batch.
+
+def _start_leaf(start: torch.Tensor, w_layers: int) -> torch.Tensor:
+    """The optimised w of one image from its start [1 or num_ws, w_dim]: [1, w_layers, w_dim], a fresh leaf. A W+
+    start projected in W starts at its mean over the layers; a W start in W+ is repeated on every layer."""
+    if start.shape[0] == w_layers:
+        w = start
+    elif w_layers == 1:
+        w = start.mean(dim=0, keepdim=True)
+    else:
+        w = start.expand(w_layers, -1)
+    return w.detach().clone()[None].requires_grad_(True)
+
+
+@torch.no_grad()
+def _closest_starts(G, perceptual, target_feats, w_avg, maps, k, seed, autocast, chunk: int = 32,
+                    own: torch.Tensor | None = None) -> torch.Tensor:
+    """For each target, the candidate w whose image is closest in LPIPS: a start in the right basin, so fewer steps
+    reach the same distance. [N, w_dim], or [N, L, w_dim] given `own`
+
+    Candidates: w_avg (or, given `own` [N, L, w_dim], each image's own start, e.g. an encoder's guess) and k mapped
+    z, the same for every image. They depend on `seed` only, and are rendered with the image's initial noise maps
+    (identical for every image of a run: they come from the same seed), so an image's start does not depend on its
+    batch.
     """
     dev = w_avg.device
     z = torch.randn(k, G.z_dim, generator=torch.Generator(device="cpu").manual_seed(10_007 + seed)).to(dev)
-    cand = torch.cat([w_avg[None], G.mapping(z)[:, 0]])  # [K+1, w_dim]
+    cand = G.mapping(z)[:, 0] if own is not None else torch.cat([w_avg[None], G.mapping(z)[:, 0]])  # [K(+1), w_dim]
     n = target_feats[0].shape[0]
     dists = torch.empty(n, len(cand), device=dev)
     for a in range(0, len(cand), chunk):
@@ -283,7 +344,17 @@ def _closest_starts(G, perceptual, target_feats, w_avg, maps, k, seed, autocast,
         for i in range(n):
             tf = [f[i : i + 1].expand(len(w), *f.shape[1:]) for f in target_feats]
             dists[i, a : a + len(w)] = perceptual.distance_between(feats, tf).float()
-    return cand[dists.argmin(dim=1)]
+    best = cand[dists.argmin(dim=1)]  # [N, w_dim]
+    if own is None:
+        return best
+    own_d = torch.empty(n, device=dev)
+    for i in range(n):  # one at a time: the distance of an image's own start does not depend on its batch
+        with autocast:
+            img = G.synthesis(own[i : i + 1].expand(-1, G.num_ws, -1) if own.shape[1] == 1 else own[i : i + 1],
+                              noise=maps)
+            own_d[i] = perceptual.distance_to(img, [f[i : i + 1] for f in target_feats]).float()[0]
+    take_own = own_d <= dists.min(dim=1).values  # [N]
+    return torch.where(take_own[:, None, None], own, best[:, None].expand(-1, own.shape[1], -1))
 
 
 @torch.no_grad()

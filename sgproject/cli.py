@@ -6,6 +6,7 @@ from sgproject.app import app
 from sgproject import cmd_generate  # noqa: F401,E402
 from sgproject import cmd_train  # noqa: F401,E402
 from sgproject import cmd_invert  # noqa: F401,E402
+from sgproject import cmd_train_encoder  # noqa: F401,E402
 from sgproject import cmd_detect  # noqa: F401,E402
 from sgproject import cmd_dataset  # noqa: F401,E402
 from sgproject import cmd_align  # noqa: F401,E402

@@ -28,6 +28,8 @@ def invert(
     early_stop: int = typer.Option(0, "--early-stop", min=0, help="Stop an image after N steps without improvement (0: off)."),
     init_samples: int = typer.Option(0, "--init-samples", min=0, help="Start each image at the closest (LPIPS) of "
                                      "w_avg and N sampled w instead of w_avg (the paper); 64 is a good value."),
+    encoder: Optional[Path] = typer.Option(None, "--encoder", help="Start each image at this encoder's guess "
+                                           "(from `sgproject train-encoder` for the same model): far fewer steps."),
     align: bool = typer.Option(False, "--align", help="Align faces FFHQ-style before projecting (writes aligned.png)."),
     amp: bool = typer.Option(False, "--amp", help="bfloat16 autocast on CUDA (faster, slightly different numbers)."),
     vgg_weights: Optional[Path] = typer.Option(None, "--vgg-weights", help="VGG16 weights for LPIPS (torchvision .pth)."),
@@ -44,12 +46,15 @@ def invert(
       sgproject invert samples/face.png
 
       sgproject invert photo.jpg --align --space w+ --steps 500 --video --outdir out/photo
+
+      sgproject invert samples/face.png --encoder out/portraits-64.encoder.safetensors --steps 50
     """
     # local: keeps --help fast
     from detectors.batch import prepare_image
     from detectors.images import ImageLoadError
     from generator import load_generator
     from generator.metrics.lpips import load_perceptual
+    from projector.encoder import load_encoder
     from projector.invert import InvertTarget, invert_images
     from projector.project import SPACES, ProjectorConfig
 
@@ -61,7 +66,10 @@ def invert(
     warn = lambda m: err.print(f"[bold yellow]warning:[/] {escape(m)}")  # noqa: E731
     perceptual = load_perceptual(vgg_weights, dev, warn=warn)
     cfg = ProjectorConfig(space=space, num_steps=steps, early_stop=early_stop, amp=amp, init_samples=init_samples)
-    err.print(f"model [bold]{info.name}[/] ({res}px, sha256 {info.sha256[:12]}), {perceptual.identity}, on {dev}")
+    E = load_encoder(encoder, info, dev) if encoder else None
+    cfg = cfg.using_encoder(E) if E else cfg
+    err.print(f"model [bold]{info.name}[/] ({res}px, sha256 {info.sha256[:12]}), {perceptual.identity}, on {dev}"
+              + (f"; start: encoder {encoder} ({E.identity()})" if E else ""))
 
     # Load everything first: a bad file is reported at once, before minutes of optimisation.
     targets, failed = [], 0
@@ -86,7 +94,8 @@ def invert(
         on_step = lambda done, total, active: bar.update(  # noqa: E731
             task, completed=done, description=f"projecting ({active} optimising)")
         for r in invert_images(G, perceptual, targets, config=cfg, outdir=outdir, model=info, seed=seed, device=dev,
-                               batch_size=batch_size, video=video, progress=on_step, warn=warn):
+                               batch_size=batch_size, video=video, progress=on_step, warn=warn,
+                               encoder=E):
             p = r.projection
             if as_json:
                 # One line per image (JSON Lines): each line parses on its own, as soon as it arrives.

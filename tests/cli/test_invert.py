@@ -10,12 +10,14 @@ import sys
 import cv2
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from generator import load_generator
 from generator.data.portraits import render_portrait
 from generator.metrics.lpips import ENV_WEIGHTS
 import projector.video
+from generator.util.imaging import to_tensor
 from projector.project import ProjectorConfig
 from tests.cli.helpers import assert_clean_failure, clean_lines, run
 from tests.projector.videos import decode, pix_fmt, stream_line
@@ -196,3 +198,50 @@ def test_align_writes_aligned_png_and_records_it(tmp_path):
     assert s["alignment"]["resolution"] == 32 and "aligned" in s["alignment"]
     assert np.array_equal(np.asarray(Image.open(out / "face" / "aligned.png")),
                           np.asarray(Image.open(out / "face" / "target.png")))
+
+
+def _tiny_encoder(path):
+    """A small encoder for `tiny` (untrained but for a non-zero output layer), saved where `--encoder` can read it."""
+    from projector.encoder import Encoder, EncoderConfig, save_encoder
+    from projector.project import w_statistics
+
+    G, info = load_generator("tiny", "cpu")
+    E = Encoder(EncoderConfig(channel_base=256, channel_max=64, hidden=64), resolution=32, w_dim=G.w_dim,
+                num_ws=G.num_ws)
+    E.set_w_statistics(*w_statistics(G))
+    with torch.no_grad():
+        E.out.weight.copy_(torch.randn(E.out.weight.shape, generator=torch.Generator().manual_seed(0)) * 0.05)
+    save_encoder(E, path, info)
+    return E
+
+
+def test_encoder_starts_the_projection_and_is_recorded(tmp_path):
+    img = _portrait_png(tmp_path / "face.png")
+    enc = tmp_path / "tiny.encoder.safetensors"
+    E = _tiny_encoder(enc)
+    out = tmp_path / "out"
+    r = _run(img, "--model", "tiny", "--steps", "1", "--outdir", out, "--encoder", enc, "--json")
+    assert r.exit_code == 0, r.output
+    assert "start: encoder" in r.stderr and E.identity() in r.stderr
+    s = json.loads((out / "face" / "summary.json").read_text())
+    assert s["projector"]["init"] == "encoder" and s["projector"]["encoder_sha256"] == E.identity()
+    cfg = ProjectorConfig(num_steps=1)
+    assert s["projector_fingerprint"] == cfg.using_encoder(E).fingerprint() != cfg.fingerprint()
+    # One step at learning rate 0 (the ramp-up starts there): w is still the encoder's guess of the target.
+    with np.load(out / "face" / "projected_w.npz") as f:
+        w = torch.from_numpy(f["w"][0])
+    target = to_tensor([np.asarray(Image.open(out / "face" / "target.png"))])
+    torch.testing.assert_close(w, E.guess(target).expand_as(w))
+
+
+def test_encoder_for_another_model_is_refused(tmp_path):
+    img = _portrait_png(tmp_path / "face.png")
+    enc = tmp_path / "tiny.encoder.safetensors"
+    _tiny_encoder(enc)
+    r = _run(img, "--model", "portraits-64", "--steps", "1", "--outdir", tmp_path / "out", "--encoder", enc)
+    _, tiny_info = load_generator("tiny", "cpu")
+    _, p64_info = load_generator("portraits-64", "cpu")
+    assert_clean_failure(r, tiny_info.sha256, p64_info.sha256, "train-encoder")
+    assert not (tmp_path / "out").exists()
+    assert_clean_failure(_run(img, "--model", "tiny", "--outdir", tmp_path / "out", "--encoder", tmp_path / "no.st"),
+                         "no such encoder file")

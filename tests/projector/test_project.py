@@ -5,7 +5,7 @@ an image's result does not depend on the batch it is in (to float32 rounding, me
 an image out of the batch and leaves its parameters alone; runs are seeded; the saved w and noise re-render the
 reported distance.
 
-The thresholds were measured with the random backbone (lpips-vgg16:random-seed0), which this module forces.
+The thresholds were measured with the random backbone (lpips-vgg16:random-seed0), which conftest.py forces.
 """
 
 import copy
@@ -18,7 +18,7 @@ import torch
 from PIL import Image
 
 from generator.data.portraits import render_portrait
-from generator.metrics.lpips import ENV_WEIGHTS, _normalize, downsample_to, load_perceptual
+from generator.metrics.lpips import _normalize, downsample_to
 from generator.util.imaging import centre_crop_resize, to_tensor, to_uint8
 from projector.outputs import load_projection, save_projection
 from projector.project import (
@@ -33,17 +33,6 @@ from projector.project import (
 )
 
 # ----------------------------------------------------------------------------------------------------- fixtures
-
-
-@pytest.fixture(scope="module")
-def perceptual(tmp_path_factory):
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("SGPROJECT_OFFLINE", "1")
-        mp.setenv("TORCH_HOME", str(tmp_path_factory.mktemp("torch_home")))
-        mp.delenv(ENV_WEIGHTS, raising=False)
-        P = load_perceptual(device="cpu", allow_download=False)
-    assert P.identity == "lpips-vgg16:random-seed0"
-    return P
 
 
 @pytest.fixture(scope="module")
