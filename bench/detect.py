@@ -1,16 +1,29 @@
-"""Detection accuracy and speed of a model: ROC AUC and TPR at 1% FPR, clean and after JPEG / resizing.
+"""Detection accuracy and speed of one model under several projection setups, side by side on the same images: ROC
+AUC and TPR at 1% FPR, clean and after JPEG / resizing, seconds per image.
 
-    python -m bench.detect [--model portraits-64] [--n 100] [--steps N] [--variants clean,jpeg90,resize0.9]
+    python -m bench.detect [--model portraits-64] [--n 100] [--variants clean,jpeg90,resize0.9]
+    python -m bench.detect --setups w_avg:200,encoder:25,encoder:0 --n 8 --variants clean   # speed side by side
+    python -m bench.detect --setups encoder:0,encoder:10,encoder:25,encoder:50,encoder:100 --n 24   # steps curve
     python -m bench.detect --variants jpeg90 --rows-out r-jpeg.jsonl   # one variant per process, then:
     python -m bench.detect --from-rows r-*.jsonl --out figures.json
 
 Run from the repository root.
 
+Setups: `w_avg:N` starts each projection at w_avg (the paper; before the encoder, `detect`'s only start) and takes
+N steps; `encoder:N` starts at the model's bundled encoder's guess (or --encoder's) and takes N steps;
+`encoder:0` is `detect --fast`. Default: `calibrated`, each setup for which a calibration exists (the model's
+bundled one and its fast one, the files in bench/baselines/ and --calibration), found by the projector settings'
+fingerprint. A setup with a calibration is judged exactly as `detect` judges (probability, then verdict bands);
+one without gets `cv`: a logistic model on the same features, 5-fold cross-validated on these images, so that its
+AUC can be compared but it has no verdicts.
+
 Real images: held-out procedural portraits (set 1, indices from 20000; training used set 0, the calibration
 set 1 from 10000, samples/ set 1 from 0). Generated images: the model's own outputs for fresh seeds (from
 2,000,000; the calibration uses 1,000,000+), with random noise as in the wild. Every image is written to a file
 in each variant and judged by the same pipeline as `sgproject detect` (loading, degradation matching, projection,
-calibration), so the figures are what a user gets.
+scoring), so the figures are what a user gets. Seconds per image are the whole run's wall time (loading, projection,
+scoring, assets, reports) divided by the images; each setup runs on the same files one after the other, so their
+ratio is measured under the same load.
 
 Variants: `clean` (PNG), `jpeg90` (re-saved as JPEG quality 90, Pillow's default 4:2:0 subsampling), `resize0.9`
 (shrunk to 0.9x with Lanczos, saved as PNG; the loader scales it back up).
@@ -24,6 +37,7 @@ import os
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -32,15 +46,47 @@ from PIL import Image
 
 from bench._common import cpu_model, pick_device
 from detectors.batch import DetectSettings, Detector
-from detectors.calibration import calibration_for, roc_auc, tpr_at_fpr
+from detectors.calibration import (Calibration, bundled_calibration_path, cross_validate, feature_matrix, roc_auc,
+                                   tpr_at_fpr)
+from detectors.scoring import FEATURES
 from generator import load_generator
 from generator.data.portraits import render_portrait
 from generator.metrics.lpips import load_perceptual
 from generator.render import generate_images
-from projector.project import ProjectorConfig
+from projector.encoder import Encoder, encoder_for
+from projector.project import ProjectorConfig, projector_config
 
 REAL_SET, REAL_START = 1, 20_000
 GEN_START = 2_000_000
+BASELINES = Path(__file__).resolve().parent / "baselines"
+
+
+@dataclass
+class Setup:
+    name: str  # 'w_avg:200', 'encoder:25'
+    config: ProjectorConfig
+    encoder: Encoder | None
+    calibration: Calibration | None
+
+
+def calibrations_of(model_sha256: str, model_name: str, explicit: list[Path]) -> list[Calibration]:
+    paths = [*explicit, bundled_calibration_path(model_name), bundled_calibration_path(model_name, fast=True),
+             *sorted(BASELINES.glob("*.json"))]
+    cals = [Calibration.load(p) for p in paths if p is not None]
+    return [c for c in cals if c.model_sha256 == model_sha256]
+
+
+def make_setup(spec: str, info, encoder: Encoder | None, cals: list[Calibration], use_calibration: bool) -> Setup:
+    start, _, steps = spec.partition(":")
+    if start not in ("w_avg", "encoder") or not steps.isdigit():
+        sys.exit(f"setup {spec!r}: expected w_avg:STEPS or encoder:STEPS")
+    if start == "encoder" and encoder is None:
+        sys.exit(f"setup {spec!r}: {info.name} has no bundled encoder; pass --encoder")
+    cfg = projector_config(encoder if start == "encoder" else None, num_steps=int(steps))
+    cal = next((c for c in cals if c.projector_fingerprint == cfg.fingerprint()), None) if use_calibration else None
+    if cal is not None:  # its projector settings, e.g. another learning rate
+        cfg = ProjectorConfig(**cal.projector)
+    return Setup(spec, cfg, encoder if start == "encoder" else None, cal)
 
 
 def variant(pixels: np.ndarray, name: str, path: Path) -> Path:
@@ -61,15 +107,20 @@ def variant(pixels: np.ndarray, name: str, path: Path) -> Path:
     return path
 
 
-def figures_of(rows: list[dict], cal) -> dict:
-    """The figures of one variant from its rows ({label, features, seconds}), calibrated if `cal` is given."""
+def figures_of(rows: list[dict], cal: Calibration | None) -> dict:
+    """The figures of one setup and variant from its rows ({label, features, seconds}): calibrated if `cal` is
+    given, else cross-validated on these rows."""
     y = np.array([r["label"] for r in rows])
     lp = np.array([r["features"]["lpips"] for r in rows])
     raw = np.array([r["features"]["lpips_raw"] for r in rows])
+    gen = y == 1
     fig = {
-        "n_real": int((y == 0).sum()), "n_generated": int((y == 1).sum()),
+        "n_real": int((~gen).sum()), "n_generated": int(gen.sum()),
         "auc_lpips": roc_auc(-lp, y), "tpr1_lpips": tpr_at_fpr(-lp, y, 0.01),
         "auc_lpips_raw": roc_auc(-raw, y),
+        # reconstruction quality: how closely the model's own images were reproduced
+        "lpips_generated": float(np.median(raw[gen])) if gen.any() else float("nan"),
+        "psnr_generated": float(np.median([r["features"]["psnr_raw"] for r in rows if r["label"] == 1] or [np.nan])),
         "seconds_per_image": float(np.mean([r["seconds"] for r in rows])),
     }
     if cal is not None:
@@ -78,24 +129,78 @@ def figures_of(rows: list[dict], cal) -> dict:
         verdicts = [cal.verdict(float(v)) for v in p]
         decided = [(v == "generated") == bool(t) for v, t in zip(verdicts, y) if v != "uncertain"]
         fig.update({
+            "decision": "calibrated",
             "auc": roc_auc(p, y), "tpr_at_1fpr": tpr_at_fpr(p, y, 0.01), "tpr_at_5fpr": tpr_at_fpr(p, y, 0.05),
             "verdict_accuracy": float(np.mean(decided)) if decided else float("nan"),
             "wrong": int(sum(not d for d in decided)),
             "uncertain": sum(v == "uncertain" for v in verdicts),
         })
+    else:
+        x = feature_matrix([r["features"] for r in rows], FEATURES)
+        order = np.r_[np.flatnonzero(gen), np.flatnonzero(~gen)]
+        p = cross_validate(x[gen], x[~gen])
+        if p is not None:
+            yy = y[order]
+            fig.update({"decision": "cv", "auc": roc_auc(p, yy), "tpr_at_1fpr": tpr_at_fpr(p, yy, 0.01),
+                        "tpr_at_5fpr": tpr_at_fpr(p, yy, 0.05)})
     return fig
+
+
+def project_rows(setups: list[Setup], variants: list[str], n: int, G, info, perceptual, dev, batch_size: int,
+                 machine: str, rows_out: Path | None) -> dict[tuple[str, str], list[dict]]:
+    res = G.img_resolution
+    reals = [render_portrait(REAL_SET, REAL_START + i, res)[0] for i in range(n)]
+    gens = [a for _, a in generate_images(G, list(range(GEN_START, GEN_START + n)), noise_mode="random")]
+    out = {}
+    for name in variants:
+        with tempfile.TemporaryDirectory() as tmp:
+            tmp = Path(tmp)
+            (tmp / "in").mkdir()
+            labels = {}
+            for i, px in enumerate(reals):
+                labels[str(variant(px, name, tmp / "in" / f"real-{i:04d}"))] = 0
+            for i, px in enumerate(gens):
+                labels[str(variant(px, name, tmp / "in" / f"gen-{i:04d}"))] = 1
+            for st in setups:
+                # Scores only; the calibration is applied afterwards exactly as Detector applies it, so that
+                # variants can be projected in parallel before the calibration exists (--rows-out/--from-rows).
+                det = Detector(G, info, perceptual, DetectSettings(config=st.config, batch_size=batch_size),
+                               calibration=None, device=dev, encoder=st.encoder)
+                t0 = time.time()
+                result = det.run([tmp / "in"], tmp / f"report-{st.name.replace(':', '-')}", formats=("json",))
+                dt = time.time() - t0
+                ok = [r for r in result.all_rows if r["status"] == "ok"]
+                rows = out[(st.name, name)] = [{
+                    "setup": st.name, "variant": name, "name": Path(r["path"]).name, "label": labels[r["path"]],
+                    "features": r["features"], "seconds": dt / max(1, len(ok)), "model_sha256": info.sha256,
+                    "fingerprint": st.config.fingerprint(), "perceptual": perceptual.identity,
+                    "steps": st.config.num_steps, "machine": machine,
+                    "time_s": {k: v / max(1, len(ok)) for k, v in det.timings.items()},
+                } for r in ok]
+                if rows_out:
+                    rows_out.parent.mkdir(parents=True, exist_ok=True)
+                    with open(rows_out, "a") as f:
+                        for r in rows:
+                            f.write(json.dumps(r) + "\n")
+                stages = "  ".join(f"{k} {v:.3f}" for k, v in rows[0]["time_s"].items()) if rows else ""
+                print(f"{name:>10} {st.name:>12}: {len(ok)} images in {dt:.1f} s ({dt / max(1, len(ok)):.3f} s/img; "
+                      f"per image: {stages})", flush=True)
+    return out
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="portraits-64")
     ap.add_argument("--n", type=int, default=100, help="images per class")
-    ap.add_argument("--steps", type=int, default=None, help="projection steps (default: the calibration's)")
+    ap.add_argument("--setups", default="calibrated",
+                    help="comma-separated w_avg:STEPS / encoder:STEPS, or 'calibrated' (every setup with a "
+                         "calibration)")
     ap.add_argument("--variants", default="clean,jpeg90,resize0.9")
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (cuda when available)")
-    ap.add_argument("--calibration", type=Path, default=None)
-    ap.add_argument("--no-calibration", action="store_true", help="rank by the raw LPIPS distance only")
+    ap.add_argument("--encoder", type=Path, default=None, help="the encoder of encoder:N (default: the bundled one)")
+    ap.add_argument("--calibration", type=Path, nargs="*", default=[], help="more calibrations to match setups with")
+    ap.add_argument("--no-calibration", action="store_true", help="cross-validated figures for every setup")
     ap.add_argument("--rows-out", type=Path, default=None,
                     help="also write every image's features here (JSON lines), for --from-rows")
     ap.add_argument("--from-rows", type=Path, nargs="+", default=None,
@@ -106,92 +211,64 @@ def main() -> None:
 
     dev = pick_device(args.device)
     G, info = load_generator(args.model, dev)
-    cal = None if args.no_calibration else calibration_for(info.name, args.calibration)
-    if cal is not None:
-        cfg = ProjectorConfig(**cal.projector)
-    else:
-        cfg = ProjectorConfig()
-    if args.steps:
-        cfg.num_steps = args.steps
+    E = encoder_for(info, args.encoder, dev)
+    cals = [] if args.no_calibration else calibrations_of(info.sha256, info.name, args.calibration)
 
     if args.from_rows:
         rows = [json.loads(line) for p in args.from_rows for line in p.read_text().splitlines() if line.strip()]
-        head = rows[0]
         for r in rows:
-            if (r["model_sha256"], r["fingerprint"], r["perceptual"]) != (
-                    head["model_sha256"], head["fingerprint"], head["perceptual"]):
-                sys.exit("rows made with different models, projector settings or perceptual networks")
-        if head["model_sha256"] != info.sha256:
-            sys.exit(f"rows are of model {head['model_sha256'][:12]}, not {info.name} ({info.sha256[:12]})")
-        if cal is not None and (head["fingerprint"], head["perceptual"]) != (cal.projector_fingerprint, cal.perceptual):
-            print("note: the rows were projected with other settings than the calibration's; probabilities use "
-                  "the calibration anyway", file=sys.stderr)
-        steps, perceptual_id = head["steps"], head["perceptual"]
-        variants = list(dict.fromkeys(r["variant"] for r in rows))
-        by_variant = {v: [r for r in rows if r["variant"] == v] for v in variants}
-        print(f"model {info.name} ({info.sha256[:12]}), {perceptual_id}, {steps} steps, "
-              f"{'calibrated' if cal else 'uncalibrated (raw LPIPS)'}; from {len(rows)} rows; "
-              f"projected on: {head['machine']}", flush=True)
-        machine = head["machine"]
+            r.setdefault("setup", f"w_avg:{r['steps']}")  # rows written before setups existed
+        if any(r["model_sha256"] != info.sha256 for r in rows):
+            sys.exit(f"rows of another model than {info.name} ({info.sha256[:12]})")
+        by = {}
+        for r in rows:
+            by.setdefault((r["setup"], r["variant"]), []).append(r)
+        setups, cal_of = [], {}
+        for (name, _), rs in by.items():
+            if name not in cal_of:
+                setups.append(name)
+                cal_of[name] = next((c for c in cals if c.projector_fingerprint == rs[0]["fingerprint"]), None)
+        variants = list(dict.fromkeys(v for _, v in by))
+        machine = rows[0]["machine"]
+        print(f"model {info.name} ({info.sha256[:12]}), {rows[0]['perceptual']}; from {len(rows)} rows; "
+              f"projected on: {machine}", flush=True)
     else:
-        perceptual = load_perceptual(device=dev, require=cal.perceptual if cal is not None else None)
-        if cal is not None and cfg.fingerprint() != cal.projector_fingerprint:
-            print("note: --steps differs from the calibration's; probabilities use the calibration anyway",
-                  file=sys.stderr)
-        steps, perceptual_id = cfg.num_steps, perceptual.identity
+        names = ([f"{'encoder' if c.projector.get('init') == 'encoder' else 'w_avg'}:{c.projector['num_steps']}"
+                  for c in cals] if args.setups == "calibrated" else args.setups.split(","))
+        names = list(dict.fromkeys(names))
+        if not names:
+            sys.exit(f"no calibration for {info.name}: name the setups with --setups")
+        setups = [make_setup(s, info, E, cals, not args.no_calibration) for s in names]
+        cal_of = {st.name: st.calibration for st in setups}
+        perceptual = load_perceptual(device=dev, require=next((c.perceptual for c in cals), None))
         machine = (f"{cpu_model()}, {os.cpu_count()} cores, torch {torch.__version__}, "
                    f"threads {torch.get_num_threads()}, device {dev}")
-        res = G.img_resolution
-        reals = [render_portrait(REAL_SET, REAL_START + i, res)[0] for i in range(args.n)]
-        gens = [a for _, a in generate_images(G, list(range(GEN_START, GEN_START + args.n)), noise_mode="random")]
-        print(f"model {info.name} ({info.sha256[:12]}), {perceptual_id}, {steps} steps, "
-              f"{'calibrated' if cal else 'uncalibrated (raw LPIPS)'}; {args.n} real + {args.n} generated; "
-              f"{machine}; load {os.getloadavg()[0]:.1f}", flush=True)
+        print(f"model {info.name} ({info.sha256[:12]}), {perceptual.identity}; setups "
+              + ", ".join(f"{st.name} ({'calibrated' if st.calibration else 'cv'})" for st in setups)
+              + f"; {args.n} real + {args.n} generated; {machine}; load {os.getloadavg()[0]:.1f}", flush=True)
         variants = args.variants.split(",")
-        by_variant = {}
-        for name in variants:
-            with tempfile.TemporaryDirectory() as tmp:
-                tmp = Path(tmp)
-                (tmp / "in").mkdir()
-                labels = {}
-                for i, px in enumerate(reals):
-                    labels[str(variant(px, name, tmp / "in" / f"real-{i:04d}"))] = 0
-                for i, px in enumerate(gens):
-                    labels[str(variant(px, name, tmp / "in" / f"gen-{i:04d}"))] = 1
-                # Scores only; the calibration is applied afterwards exactly as Detector applies it, so that
-                # variants can be projected in parallel before the calibration exists (--rows-out/--from-rows).
-                det = Detector(G, info, perceptual, DetectSettings(config=cfg, batch_size=args.batch_size),
-                               calibration=None, device=dev)
-                t0 = time.time()
-                result = det.run([tmp / "in"], tmp / "report", formats=("json",))
-                dt = time.time() - t0
-                ok = [r for r in result.all_rows if r["status"] == "ok"]
-                by_variant[name] = [{
-                    "variant": name, "name": Path(r["path"]).name, "label": labels[r["path"]],
-                    "features": r["features"], "seconds": dt / max(1, len(ok)), "model_sha256": info.sha256,
-                    "fingerprint": cfg.fingerprint(), "perceptual": perceptual_id, "steps": steps,
-                    "machine": machine,
-                } for r in ok]
-            if args.rows_out:
-                args.rows_out.parent.mkdir(parents=True, exist_ok=True)
-                with open(args.rows_out, "a") as f:
-                    for r in by_variant[name]:
-                        f.write(json.dumps(r) + "\n")
-            print(f"{name:>10}: projected {len(by_variant[name])} images in {dt:.0f} s", flush=True)
+        by = project_rows(setups, variants, args.n, G, info, perceptual, dev, args.batch_size, machine, args.rows_out)
+        setups = [st.name for st in setups]
 
     figures = {}
-    for name in variants:
-        fig = figures[name] = figures_of(by_variant[name], cal)
-        print(f"{name:>10}: " + "  ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
-                                          for k, v in fig.items()), flush=True)
+    for v in variants:
+        first = None
+        for name in setups:
+            if (name, v) not in by:
+                continue
+            fig = figures.setdefault(name, {})[v] = figures_of(by[(name, v)], cal_of[name])
+            first = first or fig
+            fig["speedup"] = first["seconds_per_image"] / fig["seconds_per_image"]
+            print(f"{v:>10} {name:>12}: " + "  ".join(f"{k} {x:.4g}" if isinstance(x, float) else f"{k} {x}"
+                                                      for k, x in fig.items()), flush=True)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps({
-            "model": info.name, "sha256": info.sha256, "steps": steps, "perceptual": perceptual_id,
-            "calibration": (None if cal is None else
-                            {"model_sha256": cal.model_sha256, "n_generated": cal.n_generated, "n_real": cal.n_real,
-                             "created": cal.created}),
-            "figures": figures, "machine": machine,
+            "model": info.name, "sha256": info.sha256, "n": args.n, "machine": machine,
+            "calibrations": {name: (None if c is None else {
+                "path": c.source_path, "n_generated": c.n_generated, "n_real": c.n_real, "created": c.created,
+                "projector": c.projector}) for name, c in cal_of.items()},
+            "figures": figures,
         }, indent=2) + "\n")
 
 

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from detectors.align import align_face
-from detectors.calibration import Calibration, calibration_for
+from detectors.calibration import Calibration, CalibrationError, calibration_for
 from detectors.degrade import Degradation, degradation_of
 from detectors.images import ImageLoadError, RGBImage, find_images, read_rgb
 from detectors.report import write_reports
@@ -41,13 +41,17 @@ from generator.networks import Generator
 from generator.util.distributed import Dist, barrier, init_distributed
 from generator.util.files import atomic_path, file_sha256, write_json_atomic
 from generator.util.imaging import centre_crop_resize, save_png, to_tensor, to_uint8
-from projector.project import ProjectorConfig, auto_batch_size
+from projector.encoder import Encoder, encoder_for
+from projector.project import ProjectorConfig, auto_batch_size, projector_config
 from projector.video import VideoError, frame_stride, video_codec, write_projection_video
 
+TIME_STAGES = ("prepare", "projection", "scoring", "assets", "reports")  # run.json 'time_s', this process's
 RESULTS = "results.jsonl"
 RUN = "run.json"
 ASSETS = "assets"
 DEFAULT_STEPS = 300  # projection steps without a calibration (a calibration brings its own projector settings)
+DEFAULT_STEPS_PAPER = 1000  # `calibrate` from w_avg (the paper's count)
+ENCODER_STEPS = 25  # the same from an encoder's guess (chosen from bench/detect.py's steps curve)
 VIDEO_FPS = 20  # frames per second of the report's projection videos (about 100 frames: 5 s)
 
 
@@ -119,13 +123,21 @@ class Detector:
         calibration: Calibration | None = None,  # None: scores only
         device: torch.device | str = "cpu",
         warn: Callable[[str], None] | None = None,  # warnings for the user (video fallback); default: logging
+        encoder: Encoder | None = None,  # the start of every projection when settings.config.init == 'encoder'
+        triage: Calibration | None = None,  # the cascade's first stage: a calibration of the encoder's guess alone
     ):
         self.G, self.model, self.perceptual, self.settings = G, model, perceptual, settings
+        self.encoder, self.triage = encoder, triage
+        if triage is not None:
+            _check_triage(triage, settings.config, encoder, calibration)
+        self.timings: dict[str, float] = {}  # seconds per stage of the last run() (run.json 'time_s')
         self.calibration, self.device, self.warn = calibration, torch.device(device), warn
         self._video: dict | None = None  # with settings.video, during run(): codec, frame_every, fps (run.json)
         cal_id = None
         if calibration is not None:
-            cal_id = hashlib.sha256(json.dumps(calibration.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
+            cals = [calibration.to_dict()] + ([triage.to_dict()] if triage is not None else [])
+            cal_id = hashlib.sha256(json.dumps(cals[0] if len(cals) == 1 else cals, sort_keys=True).encode()
+                                    ).hexdigest()[:16]
         self.calibration_id = cal_id
         self.settings_key = settings.key(model.sha256, perceptual.identity, cal_id)
 
@@ -137,7 +149,12 @@ class Detector:
         *,
         calibration: str | Path | None = None,  # a calibration file; None: the model's bundled one, if any
         use_calibration: bool = True,  # False: scores only, no probabilities or verdicts
-        steps: int | None = None,  # projection steps; None: the calibration's, else DEFAULT_STEPS
+        steps: int | None = None,  # projection steps; None: the calibration's, else DEFAULT_STEPS / ENCODER_STEPS
+        fast: bool = False,  # triage: the encoder's guess alone (0 steps), with the model's fast calibration
+        encoder: str | Path | None = None,  # an encoder file; None: the model's bundled one, if any
+        use_encoder: bool = True,  # False (uncalibrated only): start at w_avg even when the model has an encoder
+        cascade: bool = True,  # decide first by the encoder's guess alone where the triage calibration is decisive
+        triage: str | Path | None = None,  # the cascade's calibration file; None: the model's bundled fast one
         seed: int = 0,
         align: bool = False,
         wplus: bool = False,  # also project into W+ (on anyway when the calibration uses lpips_wplus)
@@ -146,26 +163,54 @@ class Detector:
         video: bool = False,  # also write each image's projection video into the report's assets
         warn: Callable[[str], None] | None = None,  # the random-LPIPS-backbone and video-fallback warnings
     ) -> "Detector":
-        """Load the model, its calibration and the perceptual network, and settle the settings. A calibration brings
-        its projector settings (`steps` overrides its step count) and refuses a model, projector, perceptual
-        network or alignment other than its own (CalibrationError)."""
+        """Load the model, its calibration, its encoder and the perceptual network, and settle the settings. A
+        calibration brings its projector settings (`steps` overrides its step count) and refuses a model, projector,
+        encoder, perceptual network or alignment other than its own (CalibrationError)."""
         G, info = load_generator(model, device)
-        cal = calibration_for(info.name, calibration) if use_calibration else None
+        if fast:
+            if steps not in (None, 0):
+                raise CalibrationError(f"fast triage projects no steps; it cannot be combined with {steps} steps")
+            steps = 0
+        cal = calibration_for(info.name, calibration, fast=fast) if use_calibration else None
         if cal is not None:
             cfg = ProjectorConfig(**cal.projector)
             if steps is not None:
                 cfg.num_steps = steps
+            E = None
+            if cfg.init == "encoder":
+                E = encoder_for(info, encoder, device)
+                _check_calibration_encoder(cal, E, encoder)
+            elif encoder is not None:
+                raise CalibrationError(f"the calibration{f' {cal.source_path}' if cal.source_path else ''} starts "
+                                       "projections at w_avg, not at an encoder's guess: drop --encoder")
             perceptual = load_perceptual(vgg_weights, device, require=cal.perceptual)
             cal.check_compatible(model_sha256=info.sha256, projector_fingerprint=cfg.fingerprint(),
-                                 perceptual=perceptual.identity, align=align)
+                                 perceptual=perceptual.identity, align=align, projector=cfg.to_dict())
         else:
-            cfg = ProjectorConfig(num_steps=steps or DEFAULT_STEPS)
+            E = encoder_for(info, encoder, device) if (use_encoder or encoder is not None) else None
+            if steps == 0 and E is None:
+                raise CalibrationError(f"0 projection steps (fast triage) need an encoder, and {info.name} has none: "
+                                       "pass --encoder FILE (make one with `sgproject train-encoder`)")
+            cfg = projector_config(E, num_steps=steps if steps is not None else ENCODER_STEPS if E else DEFAULT_STEPS)
             perceptual = load_perceptual(vgg_weights, device, warn=warn)
+        tri = None
+        if cascade and cal is not None and cfg.init == "encoder" and cfg.num_steps > 0:
+            tri = calibration_for(info.name, triage, fast=True)
+            if tri is not None and triage is None:  # the bundled one, where it fits
+                try:
+                    _check_triage(tri, cfg, E, cal)
+                except CalibrationError:
+                    tri = None
+        elif triage is not None:
+            raise CalibrationError("--triage needs a calibrated projection of at least one step from an encoder's "
+                                   "guess, with the cascade on")
+        if tri is not None and tri.perceptual != perceptual.identity:
+            raise CalibrationError(f"the triage calibration was made with {tri.perceptual}, not {perceptual.identity}")
         settings = DetectSettings(config=cfg, seed=seed, align=align,
                                   wplus=wplus or (cal is not None and "lpips_wplus" in cal.features),
                                   batch_size=batch_size or auto_batch_size(G, torch.device(device), 64),
                                   video=video)
-        return cls(G, info, perceptual, settings, calibration=cal, device=device, warn=warn)
+        return cls(G, info, perceptual, settings, calibration=cal, device=device, warn=warn, encoder=E, triage=tri)
 
     # ------------------------------------------------------------------------------------------------- rows
 
@@ -178,7 +223,7 @@ class Detector:
         return ResultRow(path=str(path), sha256=sha256, size=size, status="error", error=reason,
                          settings_key=self.settings_key, rank=d.rank).to_json()
 
-    def ok_row(self, p: Prepared, s: ImageScore, report_dir: Path, d: Dist) -> dict:
+    def ok_row(self, p: Prepared, s: ImageScore, report_dir: Path, d: Dist, *, triaged: bool = False) -> dict:
         stem = p.image.sha256[:16]
         assets = report_dir / ASSETS
         rel = {}
@@ -197,9 +242,13 @@ class Detector:
             except VideoError as e:  # the judgement stands without its video
                 notes.append(f"no projection video: {e}")
         probability = verdict = None
-        if self.calibration is not None:
-            probability = float(self.calibration.probability(s.features))
-            verdict = self.calibration.verdict(probability)
+        cal = self.triage if triaged else self.calibration
+        if cal is not None:
+            probability = float(cal.probability(s.features))
+            verdict = cal.verdict(probability)
+        if triaged:
+            notes.append("decided by the encoder's guess alone (cascade: its fast calibration was already "
+                         "decisive); not optimised")
         w, h = p.image.original_size
         return ResultRow(
             path=str(p.path), sha256=p.image.sha256, size=p.path.stat().st_size, width=w, height=h,
@@ -259,6 +308,7 @@ class Detector:
 
         rows: list[dict] = []
         interrupted = False
+        self.timings = timings = {k: 0.0 for k in TIME_STAGES}
         try:
             with ResultsWriter(results_path) as writer:
                 def emit(row: dict) -> None:
@@ -270,31 +320,60 @@ class Detector:
                 for path, reason in mine_skipped:
                     emit(self.error_row(Path(path), _load_error(Path(path), reason), d))
                 for batch in self._batches(mine, done, emit, d):
+                    if self.triage is not None:
+                        batch = self._triage(batch, report_dir, d, done, emit)
+                        if not batch:
+                            continue
                     targets = to_tensor([p.pixels for p in batch])
                     scores = score_batch(
                         self.G, targets, config=self.settings.config, perceptual=self.perceptual,
                         seed=self.settings.seed, device=self.device, wplus=self.settings.wplus,
                         degradations=[p.degradation for p in batch], callback=on_step,
-                        frame_every=self._video["frame_every"] if self._video else None,
+                        frame_every=self._video["frame_every"] if self._video else None, encoder=self.encoder,
+                        timings=timings,
                     )
                     for p, s in zip(batch, scores):
+                        t0 = time.perf_counter()
                         row = self.ok_row(p, s, report_dir, d)
+                        timings["assets"] += time.perf_counter() - t0
                         done[p.image.sha256] = row
                         emit(row)
         except KeyboardInterrupt:
             interrupted = True
         return self._finish(report_dir, rows, started, d, command, formats, interrupted)
 
+    def _triage(self, batch: list[Prepared], report_dir: Path, d: Dist, done: dict, emit) -> list[Prepared]:
+        """The cascade's first stage: score the encoder's guess of every image; emit the rows whose verdict under
+        the triage calibration is already 'generated' or 'real'; return the others, for the full projection."""
+        cfg = dataclasses.replace(self.settings.config, num_steps=0)
+        scores = score_batch(self.G, to_tensor([p.pixels for p in batch]), config=cfg, perceptual=self.perceptual,
+                             seed=self.settings.seed, device=self.device, degradations=[p.degradation for p in batch],
+                             encoder=self.encoder, timings=self.timings)
+        rest = []
+        for p, s in zip(batch, scores):
+            if self.triage.verdict(self.triage.probability(s.features)) == "uncertain":
+                rest.append(p)
+                continue
+            t0 = time.perf_counter()
+            row = self.ok_row(p, s, report_dir, d, triaged=True)
+            self.timings["assets"] += time.perf_counter() - t0
+            done[p.image.sha256] = row
+            emit(row)
+        return rest
+
     def _batches(self, files: list[Path], done: dict[str, dict], emit, d: Dist) -> Iterator[list[Prepared]]:
         """Prepared images in batches; errors and already-judged content are emitted on the way."""
         batch: list[Prepared] = []
         pending: set[str] = set()
         for path in files:
+            t0 = time.perf_counter()
             try:
                 p = prepare_image(path, self.G.img_resolution, align=self.settings.align)
             except ImageLoadError as e:
                 emit(self.error_row(path, str(e), d))
                 continue
+            finally:
+                self.timings["prepare"] += time.perf_counter() - t0
             sha = p.image.sha256
             if sha in done:
                 prev = done[sha]
@@ -333,6 +412,10 @@ class Detector:
                    "t_real": c.t_real, "threshold": c.threshold, "features": c.features,
                    **{k: c.metrics.get(k) for k in ("auc", "tpr_at_1fpr", "tpr_at_5fpr")},
                    "n_generated": c.n_generated, "n_real": c.n_real, "id": self.calibration_id}
+            if self.triage is not None:  # the cascade's first stage
+                t = self.triage
+                cal["triage"] = {"path": t.source_path, "t_generated": t.t_generated, "t_real": t.t_real,
+                                 "auc": t.metrics.get("auc"), "n_generated": t.n_generated, "n_real": t.n_real}
         return {
             "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
             "finished": None if partial else now_iso(), "duration_s": round(time.time() - started, 1),
@@ -342,8 +425,12 @@ class Detector:
             "perceptual": self.perceptual.identity, "projector": self.settings.config.to_dict(),
             "projector_fingerprint": self.settings.config.fingerprint(), "seed": self.settings.seed,
             "align": self.settings.align, "wplus": self.settings.wplus, "calibration": cal,
+            "encoder": None if self.encoder is None else {
+                "identity": self.encoder.identity(), "trained": self.encoder.info.get("training", {}).get("steps")},
             "settings_key": self.settings_key, "device": str(self.device), "world_size": d.world,
             "versions": versions(), **({"video": self._video} if self._video else {}),
+            # where this process's time went, in seconds (rank 0's alone under torchrun)
+            "time_s": {k: round(v, 2) for k, v in self.timings.items()},
         }
 
     def _finish(self, report_dir, rows, started, d, command, formats, interrupted) -> "RunResult":
@@ -353,10 +440,13 @@ class Detector:
         if d.main:
             # One row per path, latest wins (also for one process: a resumed run appends retried errors and
             # rows made with other settings after the old ones).
+            t0 = time.perf_counter()
             all_rows = _merge_rank_files(report_dir)
             run_info = self.run_info(command, started, d, partial=interrupted)
-            write_json_atomic(report_dir / RUN, run_info)
             reports = _write_reports(report_dir, all_rows, run_info, formats, interrupted)
+            if self.timings:
+                self.timings["reports"] = time.perf_counter() - t0
+            write_json_atomic(report_dir / RUN, self.run_info(command, started, d, partial=interrupted))
         else:
             reports = {}
         return RunResult(rows=rows, all_rows=all_rows, reports=reports, interrupted=interrupted,
@@ -388,6 +478,32 @@ def _load_error(path: Path, reason: str) -> str:
     except Exception:
         pass
     return reason
+
+
+def _check_calibration_encoder(cal: Calibration, E: Encoder | None, explicit: str | Path | None) -> None:
+    """CalibrationError unless E is the encoder whose guesses the calibration's projections started from."""
+    want = cal.projector.get("encoder_sha256")
+    where = f"the calibration{f' {cal.source_path}' if cal.source_path else ''}"
+    if E is None:
+        raise CalibrationError(f"{where} starts each projection at the guess of encoder {want}, and the model has no "
+                               "bundled encoder: pass that encoder with --encoder FILE")
+    if E.identity() != want:
+        src = explicit or "the bundled encoder"
+        raise CalibrationError(f"{where} was made with encoder {want}, but {src} is {E.identity()}: use the "
+                               "calibration's encoder, or recalibrate with this one (`sgproject calibrate --encoder`)")
+
+
+def _check_triage(triage: Calibration, config: ProjectorConfig, encoder: Encoder | None,
+                  calibration: Calibration | None) -> None:
+    """CalibrationError unless `triage` calibrates the encoder's guess alone (0 steps) of the very projection that
+    `config` continues, and there is a calibration for that continuation."""
+    fast = dataclasses.replace(config, num_steps=0) if config.init == "encoder" and config.num_steps > 0 else None
+    if calibration is None or encoder is None or fast is None:
+        raise CalibrationError("a cascade needs a calibration, an encoder and a projection of at least one step from "
+                               "its guess")
+    if triage.projector_fingerprint != fast.fingerprint() or triage.model_sha256 != calibration.model_sha256:
+        raise CalibrationError(f"the triage calibration{f' {triage.source_path}' if triage.source_path else ''} is not "
+                               "of this model's encoder guess alone (0 steps from the same encoder)")
 
 
 def _write_reports(report_dir: Path, rows: list[dict], run_info: dict, formats, partial: bool) -> dict:

@@ -41,6 +41,7 @@ from generator.networks import Generator
 from generator.render import generate_images
 from generator.util.files import atomic_path
 from generator.util.imaging import to_tensor
+from projector.encoder import Encoder
 from projector.project import ProjectorConfig, auto_batch_size
 
 GENERATED_SEED_BASE = 1_000_000  # first seed of the generated images (plus the seed)
@@ -61,6 +62,7 @@ class CalibrateSettings:
     align: bool = False  # align faces FFHQ-style, generated and real alike (detection must align too)
     wplus: bool = False  # also project into W+ and use its distance as a feature
     kind: str = "logistic"  # 'logistic' (all features) or 'threshold' (LPIPS alone)
+    encoder: Encoder | None = None  # with config.init='encoder' (ProjectorConfig.using_encoder): the start's guesser
 
     def seeds(self) -> list[int]:
         start = GENERATED_SEED_BASE + self.seed
@@ -191,7 +193,8 @@ def _score_all(G: Generator, perceptual: PerceptualDistance, images: list[Calibr
 
         scores += score_batch(G, to_tensor([c.pixels for c in chunk]), config=cfg, perceptual=perceptual,
                               seed=settings.seed, device=device, wplus=settings.wplus,
-                              degradations=[c.degradation for c in chunk], callback=on_step)
+                              degradations=[c.degradation for c in chunk], callback=on_step,
+                              encoder=settings.encoder)
         base += len(chunk) * steps * passes
         report("projecting", base, total, None)
     return scores

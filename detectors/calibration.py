@@ -557,17 +557,19 @@ def fit_calibration(
 # ---------------------------------------------------------------------------------------------- finding one
 
 
-def bundled_calibration_path(model_name: str) -> Path | None:
-    """detectors/calibrations/<model_name>.json when it exists."""
-    path = CALIBRATIONS_DIR / f"{model_name}.json"
+def bundled_calibration_path(model_name: str, *, fast: bool = False) -> Path | None:
+    """detectors/calibrations/<model_name>.json (with `fast`: <model_name>.fast.json, for the encoder's guess
+    alone) when it exists."""
+    path = CALIBRATIONS_DIR / f"{model_name}{'.fast' if fast else ''}.json"
     return path if path.is_file() else None
 
 
-def calibration_for(model_name: str, explicit_path: str | Path | None = None) -> Calibration | None:
-    """The explicit file when given, else the model's bundled calibration, else None."""
+def calibration_for(model_name: str, explicit_path: str | Path | None = None, *,
+                    fast: bool = False) -> Calibration | None:
+    """The explicit file when given, else the model's bundled calibration (its fast one with `fast`), else None."""
     if explicit_path is not None:
         return Calibration.load(explicit_path)
-    path = bundled_calibration_path(model_name)
+    path = bundled_calibration_path(model_name, fast=fast)
     return Calibration.load(path) if path is not None else None
 
 

@@ -514,8 +514,11 @@ def _glance(run: dict, summary: dict) -> list[tuple[str, str]]:
     proj = run.get("projector")
     if isinstance(proj, dict):
         space = {"w": "W", "w+": "W+"}.get(proj.get("space"), proj.get("space"))
-        out.append(("Projection", f"{space} space, {proj.get('num_steps', '?')} steps"
-                    + (" (+ W+ for comparison)" if run.get("wplus") else "")))
+        start = (f"from encoder {proj.get('encoder_sha256')}'s guess" if proj.get("init") == "encoder"
+                 else "from w_avg")
+        steps = ("no optimisation (fast triage: the encoder's guess alone)" if proj.get("num_steps") == 0
+                 else f"{proj.get('num_steps', '?')} steps {start}")
+        out.append(("Projection", f"{space} space, {steps}" + (" (+ W+ for comparison)" if run.get("wplus") else "")))
     if "align" in run and run["align"] is not None:
         out.append(("Face alignment", "on" if run["align"] else "off"))
     if run.get("device"):

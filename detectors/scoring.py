@@ -20,6 +20,7 @@ A spatial LPIPS map shows *where* the reconstruction fails: evidence for partly 
 from __future__ import annotations
 
 import dataclasses
+import time
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
@@ -32,6 +33,7 @@ from detectors.degrade import Degradation
 from generator.metrics.lpips import PerceptualDistance
 from generator.networks import Generator
 from generator.util.imaging import to_tensor, to_uint8
+from projector.encoder import Encoder
 from projector.project import Projection, ProjectorConfig, mse_psnr, project, uses_amp, w_statistics
 
 FEATURES = ("lpips", "psnr", "w_typicality", "noise_gaussianity")
@@ -70,11 +72,14 @@ def score_batch(
     degradations: Sequence[Degradation | None] | None = None,  # per image; None: compare as is
     callback: Callable[[int, int, int], None] | None = None,
     frame_every: int | None = None,  # keep the W projection's image every k steps (Projection.frames); None: none
+    encoder: Encoder | None = None,  # with config.init='encoder': each projection starts at its guess
+    timings: dict[str, float] | None = None,  # seconds are added here under 'projection' and 'scoring'
 ) -> list[ImageScore]:
     """Project a batch into W (and W+ when asked) and compute every feature and the heat maps."""
+    t0 = time.perf_counter()
     cfg_w = dataclasses.replace(config, space="w")
     projections, target_feats = project(G, targets, config=cfg_w, seed=seed, device=device, perceptual=perceptual,
-                                        callback=callback, return_target_features=True,
+                                        callback=callback, return_target_features=True, encoder=encoder,
                                         record_frames=frame_every is not None, frame_every=frame_every or 1)
     if uses_amp(cfg_w, device):
         target_feats = None  # bfloat16 numbers: the comparison below is in float32
@@ -83,7 +88,8 @@ def score_batch(
     if wplus:
         cfg_p = dataclasses.replace(config, space="w+")
         wplus_dist = [p.lpips for p in project(G, targets, config=cfg_p, seed=seed, device=device,
-                                               perceptual=perceptual, callback=callback)]
+                                               perceptual=perceptual, callback=callback, encoder=encoder)]
+    t1 = time.perf_counter()
     degradations = list(degradations) if degradations is not None else [None] * len(projections)
     matched = []  # uint8 [R, R, 3] per image: the reconstruction after the target's degradation (what is compared)
     for p, deg in zip(projections, degradations):
@@ -111,4 +117,7 @@ def score_batch(
         if wplus_dist is not None:
             feats["lpips_wplus"] = wplus_dist[i]
         out.append(ImageScore(feats, p, heatmap_rgb(spatial[i], G.img_resolution)))
+    if timings is not None:
+        timings["projection"] = timings.get("projection", 0.0) + t1 - t0
+        timings["scoring"] = timings.get("scoring", 0.0) + time.perf_counter() - t1
     return out

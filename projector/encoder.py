@@ -11,6 +11,9 @@ features (flattened, not pooled: where the face is matters). Channels at resolut
 units of `w_std / sqrt(w_dim)` (the per-coordinate spread of w), and the last layer starts at zero, so an untrained
 encoder guesses w_avg: the projector's usual start.
 
+A bundled model may ship its encoder beside its weights: `generator/weights/<model>.encoder.safetensors`
+(`bundled_encoder_path`, `encoder_for`).
+
 File: `NAME.safetensors` (float32 tensors; metadata key `sgproject` holds the JSON header
 `{"format": "sgproject-encoder", "format_version": 1, "config": EncoderConfig, "geometry": {...},
 "generator": {"name", "sha256"}, "training": {...}}`) and the same header beside it as `NAME.json`.
@@ -32,6 +35,7 @@ from torch import nn
 from generator.checkpoint import ModelInfo, tensors_sha256
 from generator.layers import Conv2dLayer, FullyConnected
 from generator.networks import init_parameters
+from generator.registry import WEIGHTS_DIR
 from generator.util.errors import CheckpointError, SGProjectError
 from generator.util.files import atomic_path, write_json_atomic
 
@@ -238,3 +242,21 @@ def load_encoder(path: str | Path, generator: ModelInfo, device: torch.device | 
     E.load_state_dict(tensors, strict=True)
     E.info = header
     return E.eval().requires_grad_(False).to(device)
+
+
+def bundled_encoder_path(model_name: str) -> Path | None:
+    """generator/weights/<model_name>.encoder.safetensors when it exists."""
+    path = WEIGHTS_DIR / f"{model_name}.encoder.safetensors"
+    return path if path.is_file() else None
+
+
+def encoder_for(generator: ModelInfo, explicit_path: str | Path | None = None,
+                device: torch.device | str = "cpu") -> Encoder | None:
+    """The explicit encoder file when given (refused for another generator), else the model's bundled encoder when
+    it was trained for exactly these weights, else None."""
+    if explicit_path is not None:
+        return load_encoder(explicit_path, generator, device)
+    path = bundled_encoder_path(generator.name)
+    if path is None or read_encoder_header(path).get("generator", {}).get("sha256") != generator.sha256:
+        return None  # e.g. a user's own file that happens to share the bundled model's name
+    return load_encoder(path, generator, device)

@@ -41,7 +41,7 @@ class ProjectionError(SGProjectError):
 @dataclass
 class ProjectorConfig:
     space: str = "w"  # 'w': one w broadcast to all layers (the paper); 'w+': one w per layer
-    num_steps: int = 1000  # optimisation steps
+    num_steps: int = 1000  # optimisation steps (0 only with init='encoder': the guess itself, with the initial noise)
     lr: float = 0.1  # peak Adam learning rate
     lr_rampup: float = 0.05  # fraction of the run with a linear ramp-up
     lr_rampdown: float = 0.25  # fraction of the run with a cosine ramp-down
@@ -59,8 +59,10 @@ class ProjectorConfig:
     def __post_init__(self) -> None:
         if self.space not in SPACES:
             raise ProjectionError(f"space must be 'w' or 'w+', got {self.space!r}")
-        if self.num_steps < 1:
-            raise ProjectionError(f"num_steps must be at least 1, got {self.num_steps}")
+        least = 0 if self.init == "encoder" else 1  # 0 steps: the encoder's guess is the projection
+        if self.num_steps < least:
+            why = "" if least == 0 else " (0 only with init='encoder': its guess, not optimised)"
+            raise ProjectionError(f"num_steps must be at least {least}{why}, got {self.num_steps}")
         if self.init_samples < 0:
             raise ProjectionError(f"init_samples must be >= 0, got {self.init_samples}")
         if self.init not in INITS:
@@ -89,6 +91,20 @@ class ProjectorConfig:
             if d[k] == off:
                 del d[k]
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+
+
+# From an encoder's guess the start is already close: a lower peak learning rate and no noise on w keep what the
+# guess found (bench/detect.py; on 16 + 16 images, 25 steps: LPIPS-alone AUC 0.94 against 0.90 with the w_avg
+# schedule's lr 0.1 and noise 0.05).
+ENCODER_SCHEDULE = {"lr": 0.03, "initial_noise_factor": 0.0}
+
+
+def projector_config(encoder: Encoder | None = None, **fields) -> ProjectorConfig:
+    """Settings for projections that start at `encoder`'s guess (its identity recorded; ENCODER_SCHEDULE where
+    `fields` do not say otherwise), or at w_avg (the paper) when `encoder` is None. 0 steps is the guess itself."""
+    if encoder is None:
+        return ProjectorConfig(**fields)
+    return ProjectorConfig(**{**ENCODER_SCHEDULE, **fields, "init": "encoder", "encoder_sha256": encoder.identity()})
 
 
 INITS = ("w_avg", "encoder")

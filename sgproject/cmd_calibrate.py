@@ -30,7 +30,14 @@ def calibrate(
                                   "per-image features (.features.csv) are written beside it."),
     model: Optional[str] = typer.Option(None, "--model", "-m", help=MODEL_HELP + " Default: portraits-64."),
     n_generated: int = typer.Option(200, "--n-generated", min=2, help="Generated images (fresh seeds)."),
-    steps: int = typer.Option(1000, "--steps", min=1, help="Projection steps; detection must use the same."),
+    steps: Optional[int] = typer.Option(None, "--steps", min=0, help="Projection steps; detection must use the "
+                                        "same (default: 25 from an encoder's guess, 1000 from w_avg)."),
+    fast: bool = typer.Option(False, "--fast", help="Calibrate fast triage (`detect --fast`): the encoder's guess "
+                              "alone, no steps."),
+    encoder: Optional[Path] = typer.Option(None, "--encoder", help="Start each projection at this encoder's guess "
+                                           "(default: the model's bundled encoder, if it has one)."),
+    no_encoder: bool = typer.Option(False, "--no-encoder", help="Start at w_avg (the paper) even when the model "
+                                    "has an encoder."),
     seed: int = typer.Option(0, "--seed", min=0, help="Projection seed; also offsets the generated seeds."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, help="Images optimised at once (default: auto)."),
     early_stop: int = typer.Option(0, "--early-stop", min=0, help="Stop an image after N steps without improvement (0: off)."),
@@ -52,14 +59,18 @@ def calibrate(
 
       sgproject calibrate --real photos/ --out calib/portraits-64.json
 
+      sgproject calibrate --real photos/ --fast --out calib/portraits-64.fast.json
+
       sgproject calibrate --model ffhq.pkl --real ffhq-real/ --align --steps 500 --out ffhq-calib.json
     """
     # local: keeps --help fast
+    from detectors.batch import DEFAULT_STEPS_PAPER, ENCODER_STEPS
     from detectors.calibrate import CalibrateSettings, calibrate as run_calibration
     from detectors.images import find_images
     from generator import load_generator
     from generator.metrics.lpips import load_perceptual
-    from projector.project import ProjectorConfig
+    from projector.encoder import encoder_for
+    from projector.project import projector_config
 
     if kind not in ("logistic", "threshold"):
         fail(f"--kind must be logistic or threshold, got {kind!r}")
@@ -73,14 +84,25 @@ def calibrate(
     if not candidates:
         fail(f"no images found under {real}")
 
+    if no_encoder and (encoder or fast):
+        fail(f"--no-encoder contradicts {'--fast' if fast else '--encoder'}")
+    if fast and steps not in (None, 0):
+        fail(f"--fast projects no steps; it cannot be combined with --steps {steps}")
+
     dev = pick_device(device)
     G, info = load_generator(model, dev)
+    E = None if no_encoder else encoder_for(info, encoder, dev)
+    if E is None and (fast or steps == 0):
+        fail(f"{'--fast' if fast else '--steps 0'} needs an encoder, and {info.name} has none: pass --encoder FILE "
+             "(make one with `sgproject train-encoder`)")
+    steps = 0 if fast else steps if steps is not None else ENCODER_STEPS if E is not None else DEFAULT_STEPS_PAPER
     perceptual = load_perceptual(vgg_weights, dev, warn=lambda m: err.print(f"[bold yellow]warning:[/] {m}"))
-    settings = CalibrateSettings(config=ProjectorConfig(num_steps=steps, early_stop=early_stop, amp=amp),
+    settings = CalibrateSettings(config=projector_config(E, num_steps=steps, early_stop=early_stop, amp=amp),
                                  n_generated=n_generated, seed=seed, batch_size=batch_size, align=align,
-                                 wplus=wplus, kind=kind)
+                                 wplus=wplus, kind=kind, encoder=E)
+    start = f"from encoder {E.identity()}'s guess" if E is not None else "from w_avg"
     err.print(f"model [bold]{info.name}[/] ({G.img_resolution}px, sha256 {info.sha256[:12]}), "
-              f"{perceptual.identity}, {steps} steps, on {dev}", highlight=False)
+              f"{perceptual.identity}, {steps} steps {start}, on {dev}", highlight=False)
     with progress_bar() as bar:
         run = run_calibration(
             G, info, perceptual, candidates, out_path, settings=settings, device=dev, real_source=str(real),

@@ -32,7 +32,16 @@ def detect(
     formats: str = typer.Option("html,json,csv", "--format", help="Reports to write: any of html, json, csv."),
     resume: bool = typer.Option(False, "--resume", help="Skip images already judged with the same settings."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, help="Images projected at once (default: auto)."),
-    steps: Optional[int] = typer.Option(None, "--steps", min=1, help="Projection steps (default: the calibration's)."),
+    steps: Optional[int] = typer.Option(None, "--steps", min=0, help="Projection steps (default: the calibration's)."),
+    fast: bool = typer.Option(False, "--fast", help="Triage: judge by the encoder's one-pass guess alone (no "
+                              "optimisation), with the model's fast calibration. Many images per second; weaker "
+                              "evidence than the default."),
+    no_cascade: bool = typer.Option(False, "--no-cascade", help="Optimise every image, also those whose verdict "
+                                    "the encoder's guess alone already decides (the cascade's first stage)."),
+    triage: Optional[Path] = typer.Option(None, "--triage", help="The cascade's calibration of the encoder's guess "
+                                          "alone (default: the model's bundled fast calibration)."),
+    encoder: Optional[Path] = typer.Option(None, "--encoder", help="Encoder whose guess starts each projection "
+                                           "(default: the model's bundled one, when its calibration uses one)."),
     align: bool = typer.Option(False, "--align", help="Align faces FFHQ-style before projecting."),
     wplus: bool = typer.Option(False, "--wplus", help="Also project into W+ and record its distance."),
     video: bool = typer.Option(False, "--video", help="Show each image's projection as a video in report.html "
@@ -54,6 +63,8 @@ def detect(
     Examples:
 
       sgproject detect samples/
+
+      sgproject detect photos/ --fast --report out/triage
 
       sgproject detect photos/ --report out/photos --resume
 
@@ -80,15 +91,20 @@ def detect(
     say = (lambda m: err.print(m, highlight=False)) if rank == 0 else (lambda m: None)
     warn = (lambda m: err.print(f"[bold yellow]warning:[/] {escape(m)}")) if rank == 0 else (lambda m: None)
     detector = Detector.from_options(model, dev, calibration=calibration, use_calibration=not no_calibration,
-                                     steps=steps, seed=seed, align=align, wplus=wplus, batch_size=batch_size,
-                                     vgg_weights=vgg_weights, video=video, warn=warn)
+                                     steps=steps, fast=fast, encoder=encoder, cascade=not no_cascade,
+                                     triage=triage, seed=seed, align=align, wplus=wplus,
+                                     batch_size=batch_size, vgg_weights=vgg_weights, video=video, warn=warn)
     cal, info = detector.calibration, detector.model
     if cal is None and not no_calibration:
         say(f"[yellow]no calibration for {info.name}: scores only, no verdicts "
             "(make one with `sgproject calibrate`)[/]")
+    n_steps, E = detector.settings.config.num_steps, detector.encoder
+    start = f"from encoder {E.identity()}'s guess" if E is not None else "from w_avg"
     say(f"model [bold]{info.name}[/] ({detector.G.img_resolution}px, sha256 {info.sha256[:12]}), "
-        f"{detector.perceptual.identity}, {detector.settings.config.num_steps} steps, "
-        f"{'calibrated' if cal else 'uncalibrated'}, on {dev}")
+        f"{detector.perceptual.identity}, "
+        f"{'no steps (fast triage: ' + start + ')' if n_steps == 0 else f'{n_steps} steps {start}'}, "
+        f"{'calibrated' if cal else 'uncalibrated'}"
+        f"{', cascade (the guess alone decides where it is decisive)' if detector.triage else ''}, on {dev}")
 
     old_term = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
     command = " ".join(shlex.quote(a) for a in ["sgproject", *sys.argv[1:]])
@@ -144,4 +160,5 @@ def _line(row: dict) -> str:
     f = row["features"] or {}
     p = "" if row["probability"] is None else f"p={row['probability']:.3f}  "
     style = VERDICT_STYLE.get(v, "dim")
-    return f"[{style}]{(v or 'scored'):<10}[/] {p}LPIPS {f.get('lpips', float('nan')):.4f}  {path}"
+    how = "  (encoder's guess)" if row.get("steps") == 0 else ""
+    return f"[{style}]{(v or 'scored'):<10}[/] {p}LPIPS {f.get('lpips', float('nan')):.4f}  {path}{how}"

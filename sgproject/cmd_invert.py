@@ -29,7 +29,10 @@ def invert(
     init_samples: int = typer.Option(0, "--init-samples", min=0, help="Start each image at the closest (LPIPS) of "
                                      "w_avg and N sampled w instead of w_avg (the paper); 64 is a good value."),
     encoder: Optional[Path] = typer.Option(None, "--encoder", help="Start each image at this encoder's guess "
-                                           "(from `sgproject train-encoder` for the same model): far fewer steps."),
+                                           "(from `sgproject train-encoder` for the same model; default: the "
+                                           "model's bundled encoder, if it has one): far fewer steps."),
+    no_encoder: bool = typer.Option(False, "--no-encoder", help="Start at w_avg (the paper) even when the model "
+                                    "has an encoder."),
     align: bool = typer.Option(False, "--align", help="Align faces FFHQ-style before projecting (writes aligned.png)."),
     amp: bool = typer.Option(False, "--amp", help="bfloat16 autocast on CUDA (faster, slightly different numbers)."),
     vgg_weights: Optional[Path] = typer.Option(None, "--vgg-weights", help="VGG16 weights for LPIPS (torchvision .pth)."),
@@ -47,16 +50,18 @@ def invert(
 
       sgproject invert photo.jpg --align --space w+ --steps 500 --video --outdir out/photo
 
-      sgproject invert samples/face.png --encoder out/portraits-64.encoder.safetensors --steps 50
+      sgproject invert samples/face.png --steps 50
+
+      sgproject invert samples/face.png --model mine.safetensors --encoder out/mine.encoder.safetensors
     """
     # local: keeps --help fast
     from detectors.batch import prepare_image
     from detectors.images import ImageLoadError
     from generator import load_generator
     from generator.metrics.lpips import load_perceptual
-    from projector.encoder import load_encoder
+    from projector.encoder import encoder_for
     from projector.invert import InvertTarget, invert_images
-    from projector.project import SPACES, ProjectorConfig
+    from projector.project import SPACES, projector_config
 
     if space not in SPACES:
         fail(f"--space must be w or w+, got {space!r}")
@@ -65,11 +70,12 @@ def invert(
     res = G.img_resolution
     warn = lambda m: err.print(f"[bold yellow]warning:[/] {escape(m)}")  # noqa: E731
     perceptual = load_perceptual(vgg_weights, dev, warn=warn)
-    cfg = ProjectorConfig(space=space, num_steps=steps, early_stop=early_stop, amp=amp, init_samples=init_samples)
-    E = load_encoder(encoder, info, dev) if encoder else None
-    cfg = cfg.using_encoder(E) if E else cfg
+    if no_encoder and encoder:
+        fail("--encoder and --no-encoder contradict each other")
+    E = None if no_encoder else encoder_for(info, encoder, dev)
+    cfg = projector_config(E, space=space, num_steps=steps, early_stop=early_stop, amp=amp, init_samples=init_samples)
     err.print(f"model [bold]{info.name}[/] ({res}px, sha256 {info.sha256[:12]}), {perceptual.identity}, on {dev}"
-              + (f"; start: encoder {encoder} ({E.identity()})" if E else ""))
+              + (f"; start: encoder {encoder or '(bundled)'} ({E.identity()})" if E else "; start: w_avg"))
 
     # Load everything first: a bad file is reported at once, before minutes of optimisation.
     targets, failed = [], 0

@@ -121,9 +121,9 @@ def write_evaluation(fid_path: Path | None, bench_path: Path | None) -> None:
         bench = json.loads(bench_path.read_text())
         if bench["sha256"] != info.sha256:
             sys.exit(f"{bench_path} measured another model ({bench['sha256'][:12]})")
-        ev["detection_benchmark"] = {"script": "bench/detect.py", "file": str(bench_path), "steps": bench["steps"],
-                                     "perceptual": bench["perceptual"], "machine": bench["machine"],
-                                     "figures": bench["figures"]}
+        ev["detection_benchmark"] = {"script": "bench/detect.py", "file": str(bench_path), "n": bench.get("n"),
+                                     "machine": bench["machine"], "calibrations": bench.get("calibrations"),
+                                     "figures": bench["figures"]}  # per setup ('encoder:25', ...), then variant
     card["evaluation"] = ev
     card_path.write_text(json.dumps(card, indent=2) + "\n")
     print(f"wrote the evaluation into {card_path}")

@@ -121,3 +121,38 @@ def test_empty_real_folder_exits_2(tmp_path):
 def test_bad_kind_exits_2(tmp_path):
     r = run("calibrate", "--real", tmp_path, "--out", tmp_path / "c.json", "--kind", "forest")
     assert_clean_failure(r, "--kind")
+
+
+def test_fast_calibration_then_fast_detection(tmp_path):
+    """`calibrate --fast --encoder E` records the encoder and 0 steps; `detect --fast` with it judges; it refuses
+    a detection without an encoder, and --fast without one fails before any work."""
+    from projector.encoder import Encoder, EncoderConfig, save_encoder
+    from projector.project import w_statistics
+
+    G, info = load_generator("tiny", "cpu")
+    E = Encoder(EncoderConfig(channel_base=256, channel_max=32, hidden=32), resolution=32, w_dim=G.w_dim,
+                num_ws=G.num_ws)
+    E.set_w_statistics(*w_statistics(G))
+    enc = save_encoder(E, tmp_path / "tiny.encoder.safetensors", info)
+    real = _real_folder(tmp_path / "real")
+    out = tmp_path / "fast.json"
+    r = run("calibrate", "--model", "tiny", "--real", real, "--n-generated", 4, "--fast", "--encoder", enc,
+            "--out", out, "--device", "cpu")
+    assert r.exit_code == 0, r.output
+    assert "0 steps from encoder" in ANSI.sub("", r.stderr)
+    cal = Calibration.load(out)
+    assert cal.projector["num_steps"] == 0 and cal.projector["encoder_sha256"] == E.identity()
+
+    rep = tmp_path / "rep"
+    r = run("detect", real, "--model", "tiny", "--calibration", out, "--fast", "--encoder", enc, "--report", rep,
+            "--device", "cpu")
+    assert r.exit_code in (0, 1, 2), r.output  # notes.png cannot be judged: 2 unless something is flagged
+    assert "no steps (fast triage" in ANSI.sub("", r.stderr)
+    rows = [json.loads(line) for line in (rep / "results.jsonl").read_text().splitlines()]
+    assert sum(row["status"] == "ok" for row in rows) == N_REAL and all(
+        row["verdict"] in ("generated", "real", "uncertain") for row in rows if row["status"] == "ok")
+    assert_clean_failure(run("detect", real, "--model", "tiny", "--calibration", out, "--report", rep,
+                             "--device", "cpu"), "no bundled encoder", "--encoder")
+    assert_clean_failure(run("calibrate", "--model", "tiny", "--real", real, "--fast", "--out", tmp_path / "x.json",
+                             "--device", "cpu"), "--fast needs an encoder")
+    assert not (tmp_path / "x.json").exists()

@@ -18,7 +18,7 @@ from generator.data.portraits import render_portrait
 from generator.metrics.lpips import ENV_WEIGHTS
 import projector.video
 from generator.util.imaging import to_tensor
-from projector.project import ProjectorConfig
+from projector.project import ENCODER_SCHEDULE, ProjectorConfig, projector_config
 from tests.cli.helpers import assert_clean_failure, clean_lines, run
 from tests.projector.videos import decode, pix_fmt, stream_line
 
@@ -226,7 +226,8 @@ def test_encoder_starts_the_projection_and_is_recorded(tmp_path):
     s = json.loads((out / "face" / "summary.json").read_text())
     assert s["projector"]["init"] == "encoder" and s["projector"]["encoder_sha256"] == E.identity()
     cfg = ProjectorConfig(num_steps=1)
-    assert s["projector_fingerprint"] == cfg.using_encoder(E).fingerprint() != cfg.fingerprint()
+    assert s["projector_fingerprint"] == projector_config(E, num_steps=1).fingerprint() != cfg.fingerprint()
+    assert s["projector"]["lr"] == ENCODER_SCHEDULE["lr"]  # the gentler schedule from a guess
     # One step at learning rate 0 (the ramp-up starts there): w is still the encoder's guess of the target.
     with np.load(out / "face" / "projected_w.npz") as f:
         w = torch.from_numpy(f["w"][0])

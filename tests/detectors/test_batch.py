@@ -228,11 +228,11 @@ def test_duplicate_content_is_projected_once(parts, tmp_path, monkeypatch):
 # ------------------------------------------------------------------------------------------------ exit codes
 
 
-def _calibration(parts, t_generated: float, t_real: float):
-    """A calibration with the identity of the tiny model and STEPS, fitted on synthetic features, its verdict
-    bands then set by hand (p >= t_generated: 'generated', p <= t_real: 'real')."""
+def _calibration(parts, t_generated: float, t_real: float, config: ProjectorConfig | None = None):
+    """A calibration with the identity of the tiny model and `config` (default: STEPS from w_avg), fitted on
+    synthetic features, its verdict bands then set by hand (p >= t_generated: 'generated', p <= t_real: 'real')."""
     G, info, perceptual = parts
-    cfg = ProjectorConfig(num_steps=STEPS)
+    cfg = config or ProjectorConfig(num_steps=STEPS)
     gen = [{"lpips": 0.01 * (1 + 0.1 * i)} for i in range(4)]
     real = [{"lpips": 0.1 * (1 + 0.1 * i)} for i in range(4)]
     cal = fit_calibration(gen, real, kind="threshold", model_sha256=info.sha256, model_name=info.name,

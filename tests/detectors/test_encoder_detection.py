@@ -1,0 +1,181 @@
+"""Detection and calibration that start each projection at an encoder's guess (detectors/batch.py,
+detectors/calibrate.py), and fast triage (the guess alone, 0 steps), on the `tiny` model (CPU, random LPIPS
+backbone).
+
+What is promised: the settings name the encoder (a calibration refuses another encoder, or none); 0 steps are
+only allowed from an encoder and score the guess itself; a run records its encoder and where its time went.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from detectors.batch import ENCODER_STEPS, TIME_STAGES, Detector
+from detectors.calibrate import CalibrateSettings, calibrate
+from detectors.calibration import CalibrationError
+from generator.render import generate_images
+from generator.util.imaging import to_tensor, to_uint8
+from projector.encoder import Encoder, EncoderConfig, save_encoder
+from projector.project import ProjectionError, ProjectorConfig, project, w_statistics
+from tests.detectors.test_batch import _calibration, _environment, parts  # noqa: F401  (the same setting, model)
+
+
+def _encoder(G, info, path, seed=0) -> tuple[Encoder, str]:
+    """A small encoder for `tiny` (untrained but for a random output layer: its guesses differ per image), saved."""
+    E = Encoder(EncoderConfig(channel_base=256, channel_max=32, hidden=32), resolution=G.img_resolution,
+                w_dim=G.w_dim, num_ws=G.num_ws)
+    E.set_w_statistics(*w_statistics(G))
+    with torch.no_grad():
+        E.out.weight.copy_(torch.randn(E.out.weight.shape, generator=torch.Generator().manual_seed(seed)) * 0.05)
+    save_encoder(E, path, info)
+    return E.eval(), str(path)
+
+
+@pytest.fixture(scope="module")
+def encoders(parts, tmp_path_factory):
+    G, info, _ = parts
+    d = tmp_path_factory.mktemp("enc")
+    return _encoder(G, info, d / "a.safetensors", 0), _encoder(G, info, d / "b.safetensors", 1)
+
+
+def _images(folder, n=3):
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    paths = []
+    for i in range(n):
+        small = Image.fromarray(rng.integers(0, 256, (4, 4, 3), dtype=np.uint8))
+        p = folder / f"img{i}.png"
+        small.resize((32, 32), Image.Resampling.BICUBIC).save(p)
+        paths.append(p)
+    return paths
+
+
+def test_zero_steps_only_from_an_encoder():
+    with pytest.raises(ProjectionError, match="0 only with init='encoder'"):
+        ProjectorConfig(num_steps=0)
+    with pytest.raises(ProjectionError, match="at least 0"):
+        ProjectorConfig(num_steps=-1, init="encoder", encoder_sha256="x")
+    assert ProjectorConfig(num_steps=0, init="encoder", encoder_sha256="x").num_steps == 0
+
+
+def test_zero_steps_is_the_guess_itself(parts, encoders):
+    G, _, perceptual = parts
+    (E, _), _ = encoders
+    x = to_tensor([to_uint8(img)[0] for img in [G.synthesis(G.mapping(G.z_from_seed(7)))]])
+    cfg = ProjectorConfig(num_steps=0, init="encoder", encoder_sha256=E.identity())
+    (p,) = project(G, x, config=cfg, perceptual=perceptual, encoder=E)
+    assert p.steps == 0 and p.trace == []
+    torch.testing.assert_close(p.w, E.guess(x)[0].expand_as(p.w))
+    # rendered with the projection's initial noise maps: the same image project() would start from
+    assert p.image.shape == x.shape[1:] and np.isfinite(p.lpips)
+
+
+def test_uncalibrated_detection_from_an_encoder_records_it(parts, encoders, tmp_path):
+    (E, path), _ = encoders
+    det = Detector.from_options("tiny", "cpu", encoder=path, batch_size=2)
+    cfg = det.settings.config
+    assert (cfg.init, cfg.encoder_sha256, cfg.num_steps) == ("encoder", E.identity(), ENCODER_STEPS)
+    fast = Detector.from_options("tiny", "cpu", encoder=path, fast=True, batch_size=2)
+    assert fast.settings.config.num_steps == 0 and fast.settings_key != det.settings_key
+    res = fast.run(_images(tmp_path / "in"), tmp_path / "r")
+    assert [r["status"] for r in res.all_rows] == ["ok"] * 3 and all(r["steps"] == 0 for r in res.all_rows)
+    run = json.loads((tmp_path / "r" / "run.json").read_text())
+    assert run["encoder"]["identity"] == E.identity() and run["projector"]["num_steps"] == 0
+    assert set(run["time_s"]) == set(TIME_STAGES) and run["time_s"]["projection"] > 0
+    # without an encoder, 0 steps cannot run; the paper's start is the default then
+    with pytest.raises(CalibrationError, match="need an encoder"):
+        Detector.from_options("tiny", "cpu", fast=True)
+    assert Detector.from_options("tiny", "cpu").settings.config.init == "w_avg"
+
+
+def test_a_calibration_names_its_encoder(parts, encoders, tmp_path):
+    G, info, perceptual = parts
+    (E, path), (E2, path2) = encoders
+    reals = _images(tmp_path / "real", 4)
+    cfg = ProjectorConfig(num_steps=0, init="encoder", encoder_sha256=E.identity())
+    run = calibrate(G, info, perceptual, reals, tmp_path / "cal.json", real_source="test",
+                    settings=CalibrateSettings(config=cfg, n_generated=4, batch_size=4, encoder=E))
+    cal = run.calibration
+    assert cal.projector["init"] == "encoder" and cal.projector["encoder_sha256"] == E.identity()
+
+    det = Detector.from_options("tiny", "cpu", calibration=tmp_path / "cal.json", encoder=path, fast=True)
+    res = det.run([tmp_path / "real"], tmp_path / "r")
+    assert all(r["verdict"] in ("real", "generated", "uncertain") for r in res.all_rows)
+    # the same features as the calibration's own for the same images: the encoder's guess, scored alike
+    by_source = {str(im.source): f for im, f in zip(run.images, run.features)}
+    for r in res.all_rows:
+        assert r["features"]["lpips"] == pytest.approx(by_source[r["path"]]["lpips"], rel=1e-5)
+
+    with pytest.raises(CalibrationError, match=f"{E.identity()}.*{E2.identity()}"):  # another encoder
+        Detector.from_options("tiny", "cpu", calibration=tmp_path / "cal.json", encoder=path2)
+    with pytest.raises(CalibrationError, match="has no bundled encoder"):  # tiny has none
+        Detector.from_options("tiny", "cpu", calibration=tmp_path / "cal.json")
+    with pytest.raises(CalibrationError, match="num_steps"):  # the calibration's steps, not others
+        Detector.from_options("tiny", "cpu", calibration=tmp_path / "cal.json", encoder=path, steps=3)
+
+
+def test_generated_images_are_easier_from_their_encoders_guess(parts, encoders):
+    """The guess of an encoder is a real start: fed the image of a w, a projection of 0 steps from an encoder that
+    guesses that very w reproduces the image better than from w_avg (the guess is used, not ignored)."""
+    G, _, perceptual = parts
+    (E, _), _ = encoders
+    (_, img), = generate_images(G, [11], noise_mode="const")
+    x = to_tensor([img])
+    w_true = G.mapping(G.z_from_seed(11))[:, 0]
+    oracle = Encoder(E.config, resolution=E.resolution, w_dim=E.w_dim, num_ws=E.num_ws)
+    oracle.guess = lambda t: w_true.expand(len(t), -1)  # an encoder that knows the answer
+    oracle.identity = lambda: "oracle"
+    start = project(G, x, perceptual=perceptual, num_steps=0, init="encoder", encoder_sha256="oracle",
+                    encoder=oracle)[0]
+    avg = project(G, x, perceptual=perceptual, num_steps=1, lr=0.0)[0]
+    assert start.lpips < avg.lpips
+
+
+def _cal(parts, E, steps, t_generated, t_real):
+    """A calibration of `steps` from E's guess, its bands set by hand (test_batch._calibration)."""
+    cfg = ProjectorConfig(num_steps=steps, init="encoder", encoder_sha256=E.identity())
+    return _calibration(parts, t_generated, t_real, cfg)
+
+
+@pytest.mark.parametrize("decisive", [True, False])
+def test_cascade_stops_where_the_guess_decides(parts, encoders, tmp_path, monkeypatch, decisive):
+    """Where the triage calibration is decisive an image gets its verdict from the guess (0 steps, a note says
+    so) and is never optimised; where it is uncertain the image goes on to the full projection and its calibration."""
+    import detectors.batch as batch
+    from detectors.batch import DetectSettings
+
+    G, info, perceptual = parts
+    (E, _), _ = encoders
+    steps_seen = []
+    real_score_batch = batch.score_batch
+
+    def spy(G_, targets, *, config, **kw):
+        steps_seen.append((config.num_steps, len(targets)))
+        return real_score_batch(G_, targets, config=config, **kw)
+
+    monkeypatch.setattr(batch, "score_batch", spy)
+    full = _cal(parts, E, 2, 0.0, -1.0)  # would flag everything
+    # decisive: every P <= 1 is 'real'; else nothing is 'real' or 'generated': 'uncertain'
+    triage = _cal(parts, E, 0, 2.0, 1.0 if decisive else -1.0)
+    settings = DetectSettings(config=ProjectorConfig(num_steps=2, init="encoder", encoder_sha256=E.identity()),
+                              batch_size=3)
+    det = Detector(G, info, perceptual, settings, calibration=full, encoder=E, triage=triage)
+    res = det.run(_images(tmp_path / "in"), tmp_path / "r")
+    rows = res.all_rows
+    if decisive:
+        assert steps_seen == [(0, 3)]
+        assert all(r["verdict"] == "real" and r["steps"] == 0 for r in rows)
+        assert all(any("encoder's guess alone" in n for n in r["notes"]) for r in rows)
+    else:
+        assert steps_seen == [(0, 3), (2, 3)]
+        assert all(r["verdict"] == "generated" and r["steps"] == 2 for r in rows)
+    run = json.loads((tmp_path / "r" / "run.json").read_text())
+    assert run["calibration"]["triage"]["t_real"] == triage.t_real
+    # a triage calibration of anything but the guess alone of the same encoder is refused
+    with pytest.raises(CalibrationError, match="guess alone"):
+        Detector(G, info, perceptual, settings, calibration=full, encoder=E, triage=_cal(parts, E, 1, 2.0, 1.0))
