@@ -12,7 +12,9 @@ own outputs almost exactly and cannot reproduce real photographs. Beside it:
 
 `lpips` and `psnr` compare the target with the reconstruction *after* the reconstruction went through the target's
 own degradation (JPEG tables, resize; see detectors/degrade.py), so that re-saved generated images are still caught;
-`lpips_raw` and `psnr_raw` are the projection's own distances.
+`lpips_raw` and `psnr_raw` compare it before (`lpips_raw` on the reconstruction as saved, uint8; `psnr_raw` on the
+projection's float image). Each distance costs one VGG pass per image, so `lpips_raw` is measured again only where a
+degradation was re-applied; elsewhere it is `lpips`.
 
 A spatial LPIPS map shows *where* the reconstruction fails: evidence for partly generated or edited images.
 """
@@ -80,7 +82,8 @@ def score_batch(
     cfg_w = dataclasses.replace(config, space="w")
     projections, target_feats = project(G, targets, config=cfg_w, seed=seed, device=device, perceptual=perceptual,
                                         callback=callback, return_target_features=True, encoder=encoder,
-                                        record_frames=frame_every is not None, frame_every=frame_every or 1)
+                                        record_frames=frame_every is not None, frame_every=frame_every or 1,
+                                        measure=False)  # measured below, on what is compared
     if uses_amp(cfg_w, device):
         target_feats = None  # bfloat16 numbers: the comparison below is in float32
     w_avg, w_std = w_statistics(G, cfg_w.w_avg_samples)
@@ -91,10 +94,11 @@ def score_batch(
                                                perceptual=perceptual, callback=callback, encoder=encoder)]
     t1 = time.perf_counter()
     degradations = list(degradations) if degradations is not None else [None] * len(projections)
-    matched = []  # uint8 [R, R, 3] per image: the reconstruction after the target's degradation (what is compared)
-    for p, deg in zip(projections, degradations):
-        u8 = to_uint8(p.image)
-        matched.append(deg.apply(u8) if deg is not None else u8)
+    raw = [to_uint8(p.image) for p in projections]  # uint8 [R, R, 3]: the reconstruction as saved
+    degraded = [i for i, deg in enumerate(degradations) if deg is not None and not deg.is_identity]
+    matched = list(raw)  # the reconstruction after the target's degradation: what is compared
+    for i in degraded:
+        matched[i] = degradations[i].apply(raw[i])
     with torch.no_grad():
         recon = to_tensor(matched, device=device)
         tgt = targets.to(device, torch.float32)
@@ -104,6 +108,10 @@ def score_batch(
         spatial = perceptual.map_between(recon_feats, target_feats).cpu()  # [N, 1, h, w]
         dist = perceptual.distance_between(recon_feats, target_feats).cpu()
         _, psnr = mse_psnr(recon.cpu(), tgt.cpu())
+        dist_raw = dist.clone()  # the same images where nothing was re-applied; else measured again
+        if degraded:
+            raw_feats = perceptual.features(to_tensor([raw[i] for i in degraded], device=device))
+            dist_raw[degraded] = perceptual.distance_between(raw_feats, [f[degraded] for f in target_feats]).cpu()
     out = []
     for i, p in enumerate(projections):
         feats = {
@@ -111,7 +119,7 @@ def score_batch(
             "psnr": float(psnr[i]),
             "w_typicality": w_typicality(p.w, w_avg, w_std),
             "noise_gaussianity": p.noise_gaussianity,
-            "lpips_raw": p.lpips,
+            "lpips_raw": float(dist_raw[i]),
             "psnr_raw": p.psnr,
         }
         if wplus_dist is not None:

@@ -182,6 +182,7 @@ def project(
     frame_every: int = 1,  # with record_frames: keep every k-th step's image (and each image's last one)
     return_target_features: bool = False,
     encoder: Encoder | None = None,  # with init='encoder': the guess each image starts from (projector.encoder)
+    measure: bool = True,  # False: no final LPIPS (Projection.lpips is NaN) for a caller that measures its own way
     **overrides,  # ProjectorConfig fields, e.g. space='w+', num_steps=200
 ) -> list[Projection] | tuple[list[Projection], list[torch.Tensor]]:
     """Project every target image; returns one Projection per image, in order.
@@ -301,8 +302,8 @@ def project(
             callback(step + 1, cfg.num_steps, len(active))
 
     elapsed = time.time() - t_start
-    projections = _finish(G, targets, target_feats, perceptual, w_opt, noise, steps_taken, stopped, traces, frames,
-                          elapsed, num_ws, autocast)
+    projections = _finish(G, targets, target_feats if measure else None, perceptual, w_opt, noise, steps_taken,
+                          stopped, traces, frames, elapsed, num_ws, autocast)
     return (projections, target_feats) if return_target_features else projections
 
 
@@ -376,13 +377,15 @@ def _closest_starts(G, perceptual, target_feats, w_avg, maps, k, seed, autocast,
 @torch.no_grad()
 def _finish(G, targets, target_feats, perceptual, w_opt, noise, steps_taken, stopped, traces, frames, elapsed,
             num_ws, autocast) -> list[Projection]:
-    """Render every image from its final w with its optimised noise, and measure it."""
+    """Render every image from its final w with its optimised noise, and measure it (LPIPS only given
+    `target_feats`)."""
     n = len(w_opt)
     ws = torch.cat([w.detach().expand(-1, num_ws, -1) if w.shape[1] == 1 else w.detach() for w in w_opt])
     maps = [torch.cat([noise[i][k].detach() for i in range(n)]) for k in range(len(noise[0]))]
     with autocast:
         images = G.synthesis(ws, noise=maps).float()
-        dists = perceptual.distance_to(images, target_feats).float()
+        dists = (perceptual.distance_to(images, target_feats).float() if target_feats is not None
+                 else torch.full((n,), float("nan")))
     mse, psnr = mse_psnr(images, targets)
     gauss = gaussianity(maps)
     total_steps = max(1, sum(steps_taken))

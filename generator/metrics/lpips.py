@@ -16,8 +16,8 @@ or `lpips-vgg16:random-seed0`); every output records it, and calibrations refuse
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import logging
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -134,22 +134,93 @@ def downsample_to(img: torch.Tensor, size: int = MAX_SIZE) -> torch.Tensor:
     return _downsample_to(img, size)
 
 
+# torchvision's VGG16 `features`: 3x3 convolutions (channels) and 2x2 max-pools ("M"). LPIPS reads the ReLU after
+# conv1_2, conv2_2, conv3_3, conv4_3 and conv5_3: the modules before index 4, 9, 16, 23 and 30.
+VGG16_LAYOUT = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512)
+VGG16_TAPS = (4, 9, 16, 23, 30)
+LPIPS_CHANNELS = (64, 128, 256, 512, 512)
+
+
+class _VGG16Taps(nn.Module):
+    """VGG16's convolutional part up to relu5_3, returning the five tapped activations; the module names are the
+    lpips package's (`slice{k}.{index in torchvision's features}`). Built without initialising its weights (they are
+    always loaded): torchvision's whole VGG16, classifier included, takes seconds to initialise on a CPU."""
+
+    def __init__(self):
+        super().__init__()
+        mods: list[nn.Module] = []
+        c = 3
+        for v in VGG16_LAYOUT:
+            if v == "M":
+                mods.append(nn.MaxPool2d(2, 2))
+            else:
+                mods += [nn.Conv2d(c, v, 3, padding=1), nn.ReLU()]
+                c = v
+        start = 0
+        for k, end in enumerate(VGG16_TAPS, 1):
+            block = nn.Sequential()
+            for i in range(start, end):
+                block.add_module(str(i), mods[i])
+            self.add_module(f"slice{k}", block)
+            start = end
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        out = []
+        for k in range(1, len(VGG16_TAPS) + 1):
+            x = getattr(self, f"slice{k}")(x)
+            out.append(x)
+        return out
+
+
+class _Head(nn.Module):
+    """LPIPS' linear head of one layer: a weighted sum over channels (1x1 convolution, no bias; dropout in training,
+    as the package's, so that its weight file's keys fit)."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.model = nn.Sequential(nn.Dropout(), nn.Conv2d(channels, 1, 1, bias=False))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)
+
+
+class _Scaling(nn.Module):
+    """LPIPS' input scaling: images in [-1, 1] to the ImageNet normalisation VGG was trained with."""
+
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("shift", torch.tensor([-0.030, -0.088, -0.188])[None, :, None, None])
+        self.register_buffer("scale", torch.tensor([0.458, 0.448, 0.450])[None, :, None, None])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.shift) / self.scale
+
+
+def lpips_heads_file() -> Path:
+    """The lpips package's linear heads for VGG (v0.1), found without importing the package (importing it imports
+    torchvision's model zoo: seconds on a CPU)."""
+    spec = importlib.util.find_spec("lpips")
+    if spec is None or not spec.submodule_search_locations:
+        raise PerceptualWeightsError("the lpips package is not installed (pip install lpips)")
+    return Path(next(iter(spec.submodule_search_locations))) / "weights" / "v0.1" / "vgg.pth"
+
+
 class PerceptualDistance(nn.Module):
     """LPIPS-VGG between images in [-1, 1]. Target features can be computed once and reused (projection)."""
 
     def __init__(self, source: WeightsSource, features: dict[str, torch.Tensor]):
         super().__init__()
-        import lpips  # local: the package pulls in torchvision's model zoo; only building the network needs it
-
-        with warnings.catch_warnings():  # torchvision's 'pretrained' deprecation noise
-            warnings.simplefilter("ignore")
-            model = lpips.LPIPS(net="vgg", pretrained=True, pnet_rand=True, verbose=False)
-        net_state = {}
-        for name, _ in model.net.named_parameters():
-            slice_name, idx, kind = name.split(".")
-            net_state[name] = features[f"{idx}.{kind}"]
-        model.net.load_state_dict(net_state, strict=True)
-        self.scaling, self.net, self.lins = model.scaling_layer, model.net, model.lins
+        with torch.device("meta"):  # shapes only: every weight is loaded below
+            net = _VGG16Taps()
+            lins = nn.ModuleList(_Head(c) for c in LPIPS_CHANNELS)
+        net.to_empty(device="cpu")
+        lins.to_empty(device="cpu")
+        net.load_state_dict({name: features[name.split(".", 1)[1]] for name, _ in net.named_parameters()},
+                            strict=True)
+        heads = torch.load(lpips_heads_file(), map_location="cpu", weights_only=True)
+        lins.load_state_dict({f"{i}.model.1.weight": heads[f"lin{i}.model.1.weight"]
+                              for i in range(len(LPIPS_CHANNELS))}, strict=True)
+        self.scaling, self.net, self.lins = _Scaling(), net, lins
         self.source = source
         self.identity = source.identity
         self.eval().requires_grad_(False)

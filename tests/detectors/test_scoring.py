@@ -40,7 +40,10 @@ def test_features_and_heat_map_match_a_direct_computation(tiny, perceptual):
             spatial = perceptual.spatial_map(matched, target[None])
         assert s.features["lpips"] == pytest.approx(lp, abs=1e-6)
         assert s.features["psnr"] == pytest.approx(float(mse_psnr(matched, target[None])[1][0]), abs=1e-4)
-        assert s.features["lpips_raw"] == s.projection.lpips
+        with torch.no_grad():  # before the degradation: the reconstruction as saved (the same image without one)
+            raw = float(perceptual(to_tensor([u8]), target[None]))
+        assert s.features["lpips_raw"] == pytest.approx(raw, abs=1e-6)
+        assert (s.features["lpips_raw"] == s.features["lpips"]) == (deg is None)
         assert np.array_equal(s.heatmap, heatmap_rgb(spatial[0], res))
         assert s.heatmap.shape == (res, res, 3) and s.heatmap.dtype == np.uint8
 
