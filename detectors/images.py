@@ -286,13 +286,22 @@ def scale_16_to_8(values: np.ndarray) -> np.ndarray:
 
 
 def _float_to_8(values: np.ndarray, kind: str = "floating-point") -> tuple[np.ndarray, str]:
-    """Values of unknown range to 8-bit: [0, 1] is scaled by 255, anything else stretched from its min to max."""
-    v = np.nan_to_num(values.astype(np.float64), nan=0.0, posinf=0.0, neginf=0.0)
-    lo, hi = float(v.min()), float(v.max())
+    """Values of unknown range to 8-bit: [0, 1] is scaled by 255, anything else stretched from its min to max.
+    Non-finite values (NaN, inf) take the lowest finite value, with a note; an image without a single finite value
+    is an ImageLoadError (there is nothing to judge, and zeros would make a black picture of it)."""
+    v = values.astype(np.float64)
+    finite = np.isfinite(v)
+    if not finite.any():
+        raise ImageLoadError(f"{kind} image without a single finite pixel value (all NaN or infinite): nothing to "
+                             "judge")
+    lo, hi = float(v[finite].min()), float(v[finite].max())
+    bad = int((~finite).sum())
+    v = np.where(finite, v, lo)
+    extra = f"; {bad} non-finite pixel values (NaN or inf) set to the lowest" if bad else ""
     if lo >= 0.0 and hi <= 1.0:
-        return np.rint(v * 255.0).astype(np.uint8), f"{kind} [0, 1] scaled to 8-bit"
+        return np.rint(v * 255.0).astype(np.uint8), f"{kind} [0, 1] scaled to 8-bit{extra}"
     scale = 255.0 / (hi - lo) if hi > lo else 0.0
-    return np.rint((v - lo) * scale).astype(np.uint8), f"{kind} range [{lo:g}, {hi:g}] stretched to 8-bit"
+    return np.rint((v - lo) * scale).astype(np.uint8), f"{kind} range [{lo:g}, {hi:g}] stretched to 8-bit{extra}"
 
 
 def _composite_on_white(rgba: np.ndarray) -> np.ndarray:

@@ -385,3 +385,18 @@ def test_find_images_on_bad_files(bad: tuple[Path, dict[str, str | None]]) -> No
     assert "photo.heic" not in names
     loadable = {n for n, m in expected.items() if m is None and not n.startswith(".")}
     assert loadable <= names
+
+
+def test_float_images_without_finite_values_are_refused(tmp_path: Path) -> None:
+    """A float TIFF of NaNs (or infinities) is an error with its reason, not a black picture; a few non-finite
+    pixels take the lowest finite value, with a note."""
+    for name, fill in (("nan.tiff", np.nan), ("inf.tiff", np.inf)):
+        Image.fromarray(np.full((64, 64), fill, np.float32), mode="F").save(tmp_path / name)
+        with pytest.raises(ImageLoadError, match="without a single finite pixel value"):
+            read_rgb(tmp_path / name)
+    v = np.linspace(0, 1, 64 * 64, dtype=np.float32).reshape(64, 64)
+    v[0, :3] = [np.nan, np.inf, -np.inf]
+    Image.fromarray(v, mode="F").save(tmp_path / "some.tiff")
+    img = read_rgb(tmp_path / "some.tiff")
+    assert (img.pixels[0, :3] == img.pixels[..., 0].min()).all()
+    assert any("3 non-finite pixel values" in n for n in img.notes), img.notes
