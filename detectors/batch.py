@@ -40,7 +40,7 @@ from generator.metrics.lpips import PerceptualDistance, load_perceptual
 from generator.networks import Generator
 from generator.util.distributed import Dist, barrier, init_distributed
 from generator.util.files import atomic_path, file_sha256, write_json_atomic
-from generator.util.imaging import centre_crop_resize, save_png, to_tensor, to_uint8
+from generator.util.imaging import centre_crop_resize, save_png, to_tensor
 from projector.encoder import Encoder, encoder_for
 from projector.project import ProjectorConfig, auto_batch_size, projector_config
 from projector.video import VideoError, frame_stride, video_codec, write_projection_video
@@ -227,8 +227,7 @@ class Detector:
         stem = p.image.sha256[:16]
         assets = report_dir / ASSETS
         rel = {}
-        for kind, pixels in (("target", p.pixels), ("reconstruction", to_uint8(s.projection.image)),
-                             ("heatmap", s.heatmap)):
+        for kind, pixels in (("target", p.pixels), ("reconstruction", s.reconstruction), ("heatmap", s.heatmap)):
             name = f"{stem}-{kind}.png"
             save_png(pixels, assets / name)
             rel[kind] = f"{ASSETS}/{name}"

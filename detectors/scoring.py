@@ -47,6 +47,7 @@ class ImageScore:
     features: dict[str, float]  # FEATURES (+ lpips_wplus when asked for)
     projection: Projection  # the W projection (reconstruction, w, noise, trace)
     heatmap: np.ndarray  # uint8 [R, R, 3] RGB: where the reconstruction differs perceptually
+    reconstruction: np.ndarray  # uint8 [R, R, 3]: the W projection's image as saved
 
 
 def w_typicality(w: torch.Tensor, w_avg: torch.Tensor, w_std: float) -> float:
@@ -56,10 +57,14 @@ def w_typicality(w: torch.Tensor, w_avg: torch.Tensor, w_std: float) -> float:
 
 
 def heatmap_rgb(spatial: torch.Tensor, size: int, vmax: float = HEAT_VMAX) -> np.ndarray:
-    """[1, h, w] LPIPS map -> uint8 [size, size, 3] RGB with the inferno colour map, 0..vmax."""
-    m = F.interpolate(spatial[None].float(), size=(size, size), mode="bilinear", align_corners=False)[0, 0]
-    u8 = (m / vmax).clamp(0, 1).mul(255).round().to(torch.uint8).cpu().numpy()
-    return cv2.cvtColor(cv2.applyColorMap(u8, cv2.COLORMAP_INFERNO), cv2.COLOR_BGR2RGB)
+    """[1, h, w] LPIPS map -> uint8 [size, size, 3] RGB with the inferno colour map, 0..vmax; [N, 1, h, w] maps ->
+    [N, size, size, 3] (one resize for the batch)."""
+    batch = spatial.ndim == 4
+    m = F.interpolate(spatial.float() if batch else spatial[None].float(), size=(size, size), mode="bilinear",
+                      align_corners=False)[:, 0]
+    u8 = (m / vmax).clamp(0, 1).mul(255).round().to(torch.uint8).cpu().numpy()  # [N, size, size]
+    rgb = np.stack([cv2.cvtColor(cv2.applyColorMap(x, cv2.COLORMAP_INFERNO), cv2.COLOR_BGR2RGB) for x in u8])
+    return rgb if batch else rgb[0]
 
 
 def score_batch(
@@ -94,7 +99,7 @@ def score_batch(
                                                perceptual=perceptual, callback=callback, encoder=encoder)]
     t1 = time.perf_counter()
     degradations = list(degradations) if degradations is not None else [None] * len(projections)
-    raw = [to_uint8(p.image) for p in projections]  # uint8 [R, R, 3]: the reconstruction as saved
+    raw = list(to_uint8(torch.stack([p.image for p in projections])))  # uint8 [R, R, 3]: the reconstruction as saved
     degraded = [i for i, deg in enumerate(degradations) if deg is not None and not deg.is_identity]
     matched = list(raw)  # the reconstruction after the target's degradation: what is compared
     for i in degraded:
@@ -105,13 +110,14 @@ def score_batch(
         if target_feats is None:
             target_feats = perceptual.features(tgt)
         recon_feats = perceptual.features(recon)  # once, for both the map and the distance
-        spatial = perceptual.map_between(recon_feats, target_feats).cpu()  # [N, 1, h, w]
-        dist = perceptual.distance_between(recon_feats, target_feats).cpu()
+        dist, spatial = perceptual.distance_and_map(recon_feats, target_feats)  # [N], [N, 1, h, w]
+        dist, spatial = dist.cpu(), spatial.cpu()
         _, psnr = mse_psnr(recon.cpu(), tgt.cpu())
         dist_raw = dist.clone()  # the same images where nothing was re-applied; else measured again
         if degraded:
             raw_feats = perceptual.features(to_tensor([raw[i] for i in degraded], device=device))
             dist_raw[degraded] = perceptual.distance_between(raw_feats, [f[degraded] for f in target_feats]).cpu()
+    heatmaps = heatmap_rgb(spatial, G.img_resolution)  # [N, R, R, 3]
     out = []
     for i, p in enumerate(projections):
         feats = {
@@ -124,7 +130,7 @@ def score_batch(
         }
         if wplus_dist is not None:
             feats["lpips_wplus"] = wplus_dist[i]
-        out.append(ImageScore(feats, p, heatmap_rgb(spatial[i], G.img_resolution)))
+        out.append(ImageScore(feats, p, heatmaps[i], raw[i]))
     if timings is not None:
         timings["projection"] = timings.get("projection", 0.0) + t1 - t0
         timings["scoring"] = timings.get("scoring", 0.0) + time.perf_counter() - t1

@@ -224,11 +224,10 @@ def project(
 
     # One set of leaves per image: an image that stops simply gets no more gradients.
     gens = [torch.Generator(device="cpu").manual_seed(seed) for _ in range(n)]
-    noise = [
-        [torch.randn((1, 1, *s), generator=gens[i]).to(device).requires_grad_(True) for s in shapes] for i in range(n)
-    ]
-    for i in range(n):
-        normalize_noise_(noise[i])
+    drawn = [[torch.randn((1, 1, *s), generator=gens[i]) for s in shapes] for i in range(n)]
+    layers = [torch.cat([drawn[i][k] for i in range(n)]).to(device) for k in range(len(shapes))]  # [n, 1, r, r]
+    normalize_noise_(layers)  # per image and map: the same as one image at a time, in one call per layer
+    noise = [[layers[k][i : i + 1].clone().requires_grad_(True) for k in range(len(shapes))] for i in range(n)]
     with torch.no_grad(), autocast:
         target_feats = perceptual.features(targets)
     own = None

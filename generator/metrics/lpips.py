@@ -246,6 +246,18 @@ class PerceptualDistance(nn.Module):
             total = total + F.interpolate(lin((a - b).square()), size=size, mode="bilinear", align_corners=False)
         return total
 
+    def distance_and_map(self, feats: list[torch.Tensor], target_feats: list[torch.Tensor]
+                         ) -> tuple[torch.Tensor, torch.Tensor]:
+        """`distance_between` and `map_between` at once (each layer's weighted difference is computed once).
+        ([N], [N, 1, h, w])"""
+        dist, total = 0, 0
+        size = target_feats[0].shape[-2:]
+        for lin, a, b in zip(self.lins, feats, target_feats):
+            d = lin((a - b).square())  # [N, 1, h_l, w_l]
+            dist = dist + d.mean(dim=[2, 3])
+            total = total + F.interpolate(d, size=size, mode="bilinear", align_corners=False)
+        return dist[:, 0], total
+
     def distance_between(self, feats: list[torch.Tensor], target_feats: list[torch.Tensor]) -> torch.Tensor:
         """LPIPS between two sets of precomputed features (from `features`), pairwise by index: [N]."""
         total = 0
