@@ -2,7 +2,7 @@
 AUC and TPR at 1% FPR, clean and after JPEG / resizing, seconds per image.
 
     python -m bench.detect [--model portraits-64] [--n 100] [--variants clean,jpeg90,resize0.9]
-    python -m bench.detect --setups w_avg:200,encoder:25,encoder:0 --n 8 --variants clean   # speed side by side
+    python -m bench.detect --setups w_avg:200,encoder:25,cascade:25,encoder:0 --n 8 --variants clean   # speed
     python -m bench.detect --setups encoder:0,encoder:10,encoder:25,encoder:50,encoder:100 --n 24   # steps curve
     python -m bench.detect --variants jpeg90 --rows-out r-jpeg.jsonl   # one variant per process, then:
     python -m bench.detect --from-rows r-*.jsonl --out figures.json
@@ -11,8 +11,13 @@ Run from the repository root.
 
 Setups: `w_avg:N` starts each projection at w_avg (the paper; before the encoder, `detect`'s only start) and takes
 N steps; `encoder:N` starts at the model's bundled encoder's guess (or --encoder's) and takes N steps;
-`encoder:0` is `detect --fast`. Default: `calibrated`, each setup for which a calibration exists (the model's
-bundled one and its fast one, the files in bench/baselines/ and --calibration), found by the projector settings'
+`encoder:0` is `detect --fast`; `cascade:N` is what `detect` does with a calibration that starts at the guess
+(the bundled model's opt-in encoder calibration): the guess alone clears the images its fast calibration calls real,
+the rest get N steps (`decided_by_the_guess` counts the first); beside a
+calibrated `encoder:N` and `encoder:0`, `cascade:N*` is the cascade derived from their rows, without running it
+again (its seconds: the guess's plus the N-step run's for the images that go on). Default:
+`calibrated`, each setup for which a calibration exists (the model's
+bundled ones, detectors/calibrations/<model>*.json, and --calibration), found by the projector settings'
 fingerprint. A setup with a calibration is judged exactly as `detect` judges (probability, then verdict bands);
 one without gets `cv`: a logistic model on the same features, 5-fold cross-validated on these images, so that its
 AUC can be compared but it has no verdicts.
@@ -46,7 +51,7 @@ from PIL import Image
 
 from bench._common import cpu_model, pick_device
 from detectors.batch import DetectSettings, Detector
-from detectors.calibration import (Calibration, bundled_calibration_path, cross_validate, feature_matrix, roc_auc,
+from detectors.calibration import (CALIBRATIONS_DIR, Calibration, cross_validate, feature_matrix, roc_auc,
                                    tpr_at_fpr)
 from detectors.scoring import FEATURES
 from generator import load_generator
@@ -58,35 +63,42 @@ from projector.project import ProjectorConfig, projector_config
 
 REAL_SET, REAL_START = 1, 20_000
 GEN_START = 2_000_000
-BASELINES = Path(__file__).resolve().parent / "baselines"
 
 
 @dataclass
 class Setup:
-    name: str  # 'w_avg:200', 'encoder:25'
+    name: str  # 'w_avg:200', 'encoder:25', 'cascade:25'
     config: ProjectorConfig
     encoder: Encoder | None
     calibration: Calibration | None
+    triage: Calibration | None = None  # cascade: the calibration of the encoder's guess alone
 
 
 def calibrations_of(model_sha256: str, model_name: str, explicit: list[Path]) -> list[Calibration]:
-    paths = [*explicit, bundled_calibration_path(model_name), bundled_calibration_path(model_name, fast=True),
-             *sorted(BASELINES.glob("*.json"))]
-    cals = [Calibration.load(p) for p in paths if p is not None]
+    """--calibration's files, then every bundled calibration of the model (detectors/calibrations/<model>*.json)."""
+    paths = [*explicit, *sorted(CALIBRATIONS_DIR.glob(f"{model_name}*.json"))]
+    cals = [Calibration.load(p) for p in paths]
     return [c for c in cals if c.model_sha256 == model_sha256]
 
 
 def make_setup(spec: str, info, encoder: Encoder | None, cals: list[Calibration], use_calibration: bool) -> Setup:
     start, _, steps = spec.partition(":")
-    if start not in ("w_avg", "encoder") or not steps.isdigit():
-        sys.exit(f"setup {spec!r}: expected w_avg:STEPS or encoder:STEPS")
-    if start == "encoder" and encoder is None:
+    if start not in ("w_avg", "encoder", "cascade") or not steps.isdigit():
+        sys.exit(f"setup {spec!r}: expected w_avg:STEPS, encoder:STEPS or cascade:STEPS")
+    if start != "w_avg" and encoder is None:
         sys.exit(f"setup {spec!r}: {info.name} has no bundled encoder; pass --encoder")
-    cfg = projector_config(encoder if start == "encoder" else None, num_steps=int(steps))
+    E = encoder if start != "w_avg" else None
+    cfg = projector_config(E, num_steps=int(steps))
     cal = next((c for c in cals if c.projector_fingerprint == cfg.fingerprint()), None) if use_calibration else None
     if cal is not None:  # its projector settings, e.g. another learning rate
         cfg = ProjectorConfig(**cal.projector)
-    return Setup(spec, cfg, encoder if start == "encoder" else None, cal)
+    triage = None
+    if start == "cascade":
+        fast = projector_config(E, num_steps=0).fingerprint()
+        triage = next((c for c in cals if c.projector_fingerprint == fast), None)
+        if cal is None or triage is None:
+            sys.exit(f"setup {spec!r} needs calibrations of {steps} steps and of 0 steps from the encoder's guess")
+    return Setup(spec, cfg, E, cal, triage)
 
 
 def variant(pixels: np.ndarray, name: str, path: Path) -> Path:
@@ -124,9 +136,12 @@ def figures_of(rows: list[dict], cal: Calibration | None) -> dict:
         "seconds_per_image": float(np.mean([r["seconds"] for r in rows])),
     }
     if cal is not None:
-        # exactly what Detector does per image (detectors.batch): P from the features, then the verdict bands
-        p = cal.probabilities([r["features"] for r in rows])
-        verdicts = [cal.verdict(float(v)) for v in p]
+        # exactly what Detector does per image (detectors.batch): P from the features, then the verdict bands; a
+        # cascade's rows come with theirs (from the calibration of whichever stage decided)
+        cascade = rows[0].get("setup", "").startswith("cascade")
+        p = (np.array([r["probability"] for r in rows]) if cascade
+             else cal.probabilities([r["features"] for r in rows]))
+        verdicts = [r["verdict"] for r in rows] if cascade else [cal.verdict(float(v)) for v in p]
         decided = [(v == "generated") == bool(t) for v, t in zip(verdicts, y) if v != "uncertain"]
         fig.update({
             "decision": "calibrated",
@@ -135,6 +150,8 @@ def figures_of(rows: list[dict], cal: Calibration | None) -> dict:
             "wrong": int(sum(not d for d in decided)),
             "uncertain": sum(v == "uncertain" for v in verdicts),
         })
+        if cascade:
+            fig["decided_by_the_guess"] = sum(bool(r.get("triaged")) for r in rows)
     else:
         x = feature_matrix([r["features"] for r in rows], FEATURES)
         order = np.r_[np.flatnonzero(gen), np.flatnonzero(~gen)]
@@ -147,11 +164,19 @@ def figures_of(rows: list[dict], cal: Calibration | None) -> dict:
 
 
 def project_rows(setups: list[Setup], variants: list[str], n: int, G, info, perceptual, dev, batch_size: int,
-                 machine: str, rows_out: Path | None) -> dict[tuple[str, str], list[dict]]:
+                 machine: str, rows_out: Path | None, real_start: int = REAL_START,
+                 gen_start: int = GEN_START) -> dict[tuple[str, str], list[dict]]:
     res = G.img_resolution
-    reals = [render_portrait(REAL_SET, REAL_START + i, res)[0] for i in range(n)]
-    gens = [a for _, a in generate_images(G, list(range(GEN_START, GEN_START + n)), noise_mode="random")]
+    reals = [render_portrait(REAL_SET, real_start + i, res)[0] for i in range(n)]
+    gens = [a for _, a in generate_images(G, list(range(gen_start, gen_start + n)), noise_mode="random")]
     out = {}
+    with tempfile.TemporaryDirectory() as tmp:  # warm-up (w statistics, first calls): not timed
+        for i, px in enumerate(gens[:2]):
+            Image.fromarray(px).save(Path(tmp) / f"{i}.png")
+        for E in {id(st.encoder): st.encoder for st in setups}.values():
+            cfg = projector_config(E, num_steps=1)
+            Detector(G, info, perceptual, DetectSettings(config=cfg, batch_size=batch_size), device=dev,
+                     encoder=E).run([tmp], Path(tmp) / "report", formats=("json",))
     for name in variants:
         with tempfile.TemporaryDirectory() as tmp:
             tmp = Path(tmp)
@@ -164,15 +189,18 @@ def project_rows(setups: list[Setup], variants: list[str], n: int, G, info, perc
             for st in setups:
                 # Scores only; the calibration is applied afterwards exactly as Detector applies it, so that
                 # variants can be projected in parallel before the calibration exists (--rows-out/--from-rows).
+                # (a cascade needs its calibrations while it runs: its first stage decides which images go on)
                 det = Detector(G, info, perceptual, DetectSettings(config=st.config, batch_size=batch_size),
-                               calibration=None, device=dev, encoder=st.encoder)
+                               calibration=st.calibration if st.triage else None, device=dev, encoder=st.encoder,
+                               triage=st.triage)
                 t0 = time.time()
                 result = det.run([tmp / "in"], tmp / f"report-{st.name.replace(':', '-')}", formats=("json",))
                 dt = time.time() - t0
                 ok = [r for r in result.all_rows if r["status"] == "ok"]
                 rows = out[(st.name, name)] = [{
                     "setup": st.name, "variant": name, "name": Path(r["path"]).name, "label": labels[r["path"]],
-                    "features": r["features"], "seconds": dt / max(1, len(ok)), "model_sha256": info.sha256,
+                    "features": r["features"], "probability": r["probability"], "verdict": r["verdict"],
+                    "triaged": r["steps"] == 0, "seconds": dt / max(1, len(ok)), "model_sha256": info.sha256,
                     "fingerprint": st.config.fingerprint(), "perceptual": perceptual.identity,
                     "steps": st.config.num_steps, "machine": machine,
                     "time_s": {k: v / max(1, len(ok)) for k, v in det.timings.items()},
@@ -188,10 +216,44 @@ def project_rows(setups: list[Setup], variants: list[str], n: int, G, info, perc
     return out
 
 
+def add_derived_cascades(by: dict, setups: list[str], cal_of: dict) -> None:
+    """For each calibrated `encoder:N` (N > 0) beside a calibrated `encoder:0`, the rows the cascade `cascade:N`
+    would give, derived from theirs (setup `cascade:N*`; both stages' computations are those rows': an image's
+    projection does not depend on its batch): 'real' where the guess's calibration says so, else the N-step verdict;
+    seconds per image: the guess's plus, for the images that go on, the N-step run's."""
+    fast = cal_of.get("encoder:0")
+    if fast is None:
+        return
+    for name in [n for n in setups if n.startswith("encoder:") and n != "encoder:0" and cal_of.get(n)]:
+        derived = f"cascade:{name.split(':')[1]}*"
+        for v in {v for (n, v) in by if n == name}:
+            if ("encoder:0", v) not in by:
+                continue
+            first = {r["name"]: r for r in by[("encoder:0", v)]}
+            full, cal = by[(name, v)], cal_of[name]
+            rows = []
+            for r in full:
+                g = first[r["name"]]
+                p0 = float(fast.probability(g["features"]))
+                verdict = fast.verdict(p0)
+                decided = verdict == "real"  # the cascade clears images as real only (detectors.batch)
+                p = p0 if decided else float(cal.probability(r["features"]))
+                rows.append({**(g if decided else r), "setup": derived, "probability": p,
+                             "verdict": verdict if decided else cal.verdict(p), "triaged": decided,
+                             "seconds": g["seconds"] + (0.0 if decided else r["seconds"])})
+            by[(derived, v)] = rows
+        if derived not in setups:
+            setups.append(derived)
+            cal_of[derived] = cal
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="portraits-64")
     ap.add_argument("--n", type=int, default=100, help="images per class")
+    ap.add_argument("--real-start", type=int, default=REAL_START, help="first real portrait (set 1) index; another "
+                    "value re-measures on fresh images (e.g. after choosing settings from these)")
+    ap.add_argument("--gen-start", type=int, default=GEN_START, help="first generated seed (the same use)")
     ap.add_argument("--setups", default="calibrated",
                     help="comma-separated w_avg:STEPS / encoder:STEPS, or 'calibrated' (every setup with a "
                          "calibration)")
@@ -247,9 +309,11 @@ def main() -> None:
               + ", ".join(f"{st.name} ({'calibrated' if st.calibration else 'cv'})" for st in setups)
               + f"; {args.n} real + {args.n} generated; {machine}; load {os.getloadavg()[0]:.1f}", flush=True)
         variants = args.variants.split(",")
-        by = project_rows(setups, variants, args.n, G, info, perceptual, dev, args.batch_size, machine, args.rows_out)
+        by = project_rows(setups, variants, args.n, G, info, perceptual, dev, args.batch_size, machine, args.rows_out,
+                          args.real_start, args.gen_start)
         setups = [st.name for st in setups]
 
+    add_derived_cascades(by, setups, cal_of)
     figures = {}
     for v in variants:
         first = None
@@ -265,6 +329,7 @@ def main() -> None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps({
             "model": info.name, "sha256": info.sha256, "n": args.n, "machine": machine,
+            "images": {"real": f"set {REAL_SET} from {args.real_start}", "generated": f"seeds from {args.gen_start}"},
             "calibrations": {name: (None if c is None else {
                 "path": c.source_path, "n_generated": c.n_generated, "n_real": c.n_real, "created": c.created,
                 "projector": c.projector}) for name, c in cal_of.items()},

@@ -36,8 +36,8 @@ def detect(
     fast: bool = typer.Option(False, "--fast", help="Triage: judge by the encoder's one-pass guess alone (no "
                               "optimisation), with the model's fast calibration. Many images per second; weaker "
                               "evidence than the default."),
-    no_cascade: bool = typer.Option(False, "--no-cascade", help="Optimise every image, also those whose verdict "
-                                    "the encoder's guess alone already decides (the cascade's first stage)."),
+    no_cascade: bool = typer.Option(False, "--no-cascade", help="Optimise every image, also those that the "
+                                    "encoder's guess alone already shows to be real (the cascade's first stage)."),
     triage: Optional[Path] = typer.Option(None, "--triage", help="The cascade's calibration of the encoder's guess "
                                           "alone (default: the model's bundled fast calibration)."),
     encoder: Optional[Path] = typer.Option(None, "--encoder", help="Encoder whose guess starts each projection "
@@ -54,7 +54,10 @@ def detect(
     """Decide, image by image, whether pictures were made by the generator; write forensic reports.
 
     Each image is projected into the generator; a picture the generator reproduces almost exactly was probably
-    made by it. Results are appended to REPORT/results.jsonl as each image finishes (nothing is lost on Ctrl-C;
+    made by it. With a calibration that starts each projection at the model's encoder's guess (the bundled model's
+    portraits-64.encoder-25.json, opt-in for now), an image that the guess alone already shows to be real is not
+    optimised at all (the cascade; a 'generated' verdict always rests on the optimised projection; --no-cascade
+    optimises every image, --fast none). Results are appended to REPORT/results.jsonl as each image finishes (nothing is lost on Ctrl-C;
     --resume continues), and REPORT/report.html, report.json and report.csv show the evidence side by side.
 
     Exit codes, as virus scanners use them: 0 nothing flagged, 1 at least one image flagged as generated,
@@ -104,7 +107,7 @@ def detect(
         f"{detector.perceptual.identity}, "
         f"{'no steps (fast triage: ' + start + ')' if n_steps == 0 else f'{n_steps} steps {start}'}, "
         f"{'calibrated' if cal else 'uncalibrated'}"
-        f"{', cascade (the guess alone decides where it is decisive)' if detector.triage else ''}, on {dev}")
+        f"{', cascade (the guess alone clears what it shows to be real)' if detector.triage else ''}, on {dev}")
 
     old_term = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
     command = " ".join(shlex.quote(a) for a in ["sgproject", *sys.argv[1:]])

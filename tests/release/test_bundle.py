@@ -36,3 +36,26 @@ def test_samples_have_labels():
     files = sorted(p.name for p in (ROOT / "samples").glob("*.png"))
     assert sorted(r["file"] for r in rows) == files and "face.png" in files
     assert {r["label"] for r in rows} == {"generated", "real"}
+
+
+def test_bundled_encoder_and_calibrations_belong_together():
+    """The encoder is for the shipped weights; the encoder calibration (25 steps from its guess) and the fast one
+    (the guess alone) name it, and the fast one scores the guess with the same settings otherwise, so that `detect`
+    can use it as the cascade's first stage."""
+    import dataclasses
+
+    from detectors.calibration import CALIBRATIONS_DIR
+    from projector.encoder import bundled_encoder_path, encoder_for
+
+    _, info = load_generator("portraits-64")
+    assert bundled_encoder_path("portraits-64") is not None, "ship generator/weights/portraits-64.encoder.safetensors"
+    E = encoder_for(info)
+    assert E is not None, "the bundled encoder was trained for other weights: retrain it (sgproject train-encoder)"
+    steps = Calibration.load(CALIBRATIONS_DIR / "portraits-64.encoder-25.json")
+    fast = Calibration.load(bundled_calibration_path("portraits-64", fast=True))
+    for cal in (steps, fast):
+        assert cal.model_sha256 == info.sha256 and cal.n_real >= 100 and cal.n_generated >= 100
+        assert cal.projector["init"] == "encoder" and cal.projector["encoder_sha256"] == E.identity()
+    assert steps.projector["num_steps"] == 25 and fast.projector["num_steps"] == 0
+    cascade_start = dataclasses.replace(ProjectorConfig(**steps.projector), num_steps=0)
+    assert cascade_start.fingerprint() == fast.projector_fingerprint
