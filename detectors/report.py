@@ -509,6 +509,12 @@ def _glance(run: dict, summary: dict) -> list[tuple[str, str]]:
         if isinstance(cal.get("auc"), (int, float)):
             parts.append(f"AUC {cal['auc']:.3f}")
         out.append(("Calibration", " · ".join(parts)))
+        tri = cal.get("triage")
+        if isinstance(tri, dict):
+            auc = f", AUC {tri['auc']:.3f}" if isinstance(tri.get("auc"), (int, float)) else ""
+            out.append(("Cascade", f"first the encoder's guess alone (its own calibration{auc}): images it shows to "
+                                   "be real are not optimised (their rows say so); every other verdict rests on the "
+                                   "optimised projection"))
     else:
         out.append(("Calibration", "none: scores only, no verdicts"))
     proj = run.get("projector")

@@ -177,6 +177,7 @@ def test_cascade_clears_only_what_the_guess_shows_real(parts, encoders, tmp_path
         assert all(r["steps"] == 2 for r in rows)
     run = json.loads((tmp_path / "r" / "run.json").read_text())
     assert run["calibration"]["triage"]["t_real"] == triage.t_real
+    assert "first the encoder&#39;s guess alone" in (tmp_path / "r" / "report.html").read_text()
     # a triage calibration of anything but the guess alone of the same encoder is refused
     with pytest.raises(CalibrationError, match="guess alone"):
         Detector(G, info, perceptual, settings, calibration=full, encoder=E, triage=_cal(parts, E, 1, 2.0, 1.0))
