@@ -135,9 +135,9 @@ class Detector:
         self._video: dict | None = None  # with settings.video, during run(): codec, frame_every, fps (run.json)
         cal_id = None
         if calibration is not None:
-            cals = [calibration.to_dict()] + ([triage.to_dict()] if triage is not None else [])
-            cal_id = hashlib.sha256(json.dumps(cals[0] if len(cals) == 1 else cals, sort_keys=True).encode()
-                                    ).hexdigest()[:16]
+            # the calibration alone (ids of runs without a cascade are what they were), else both
+            what = calibration.to_dict() if triage is None else [calibration.to_dict(), triage.to_dict()]
+            cal_id = hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()[:16]
         self.calibration_id = cal_id
         self.settings_key = settings.key(model.sha256, perceptual.identity, cal_id)
 
@@ -307,7 +307,7 @@ class Detector:
 
         rows: list[dict] = []
         interrupted = False
-        self.timings = timings = {k: 0.0 for k in TIME_STAGES}
+        self.timings = {k: 0.0 for k in TIME_STAGES}
         try:
             with ResultsWriter(results_path) as writer:
                 def emit(row: dict) -> None:
@@ -329,14 +329,10 @@ class Detector:
                         seed=self.settings.seed, device=self.device, wplus=self.settings.wplus,
                         degradations=[p.degradation for p in batch], callback=on_step,
                         frame_every=self._video["frame_every"] if self._video else None, encoder=self.encoder,
-                        timings=timings,
+                        timings=self.timings,
                     )
                     for p, s in zip(batch, scores):
-                        t0 = time.perf_counter()
-                        row = self.ok_row(p, s, report_dir, d)
-                        timings["assets"] += time.perf_counter() - t0
-                        done[p.image.sha256] = row
-                        emit(row)
+                        self._emit_ok(p, s, report_dir, d, done, emit)
         except KeyboardInterrupt:
             interrupted = True
         return self._finish(report_dir, rows, started, d, command, formats, interrupted)
@@ -354,13 +350,18 @@ class Detector:
         for p, s in zip(batch, scores):
             if self.triage.verdict(self.triage.probability(s.features)) != "real":
                 rest.append(p)
-                continue
-            t0 = time.perf_counter()
-            row = self.ok_row(p, s, report_dir, d, triaged=True)
-            self.timings["assets"] += time.perf_counter() - t0
-            done[p.image.sha256] = row
-            emit(row)
+            else:
+                self._emit_ok(p, s, report_dir, d, done, emit, triaged=True)
         return rest
+
+    def _emit_ok(self, p: Prepared, s: ImageScore, report_dir: Path, d: Dist, done: dict, emit, *,
+                 triaged: bool = False) -> None:
+        """The row of a judged image (its assets written: timed as 'assets'), remembered for duplicates, emitted."""
+        t0 = time.perf_counter()
+        row = self.ok_row(p, s, report_dir, d, triaged=triaged)
+        self.timings["assets"] += time.perf_counter() - t0
+        done[p.image.sha256] = row
+        emit(row)
 
     def _batches(self, files: list[Path], done: dict[str, dict], emit, d: Dist) -> Iterator[list[Prepared]]:
         """Prepared images in batches; errors and already-judged content are emitted on the way."""

@@ -624,10 +624,11 @@ def plot_calibration(cal: Calibration, gen: Sequence[dict], real: Sequence[dict]
     ax_p.set(xlabel="P(generated)", ylabel="images", title=f"{cal.kind} calibration", xlim=(0, 1))
     ax_p.legend(fontsize=8)
 
-    start = (f" from encoder {cal.projector.get('encoder_sha256')}'s guess" if cal.projector.get("init") == "encoder"
-             else "")
+    from detectors.report import projection_start  # local: the report module is only needed for plots
+
     fig.suptitle(f"{cal.model_name} ({cal.model_sha256[:12]}), {cal.perceptual}, "
-                 f"{cal.projector.get('num_steps', '?')} steps{start}{', aligned' if cal.align else ''}", fontsize=10)
+                 f"{cal.projector.get('num_steps', '?')} steps {projection_start(cal.projector)}"
+                 f"{', aligned' if cal.align else ''}", fontsize=10)
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png")

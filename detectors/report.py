@@ -520,10 +520,8 @@ def _glance(run: dict, summary: dict) -> list[tuple[str, str]]:
     proj = run.get("projector")
     if isinstance(proj, dict):
         space = {"w": "W", "w+": "W+"}.get(proj.get("space"), proj.get("space"))
-        start = (f"from encoder {proj.get('encoder_sha256')}'s guess" if proj.get("init") == "encoder"
-                 else "from w_avg")
         steps = ("no optimisation (fast triage: the encoder's guess alone)" if proj.get("num_steps") == 0
-                 else f"{proj.get('num_steps', '?')} steps {start}")
+                 else f"{proj.get('num_steps', '?')} steps {projection_start(proj)}")
         out.append(("Projection", f"{space} space, {steps}" + (" (+ W+ for comparison)" if run.get("wplus") else "")))
     if "align" in run and run["align"] is not None:
         out.append(("Face alignment", "on" if run["align"] else "off"))
@@ -537,6 +535,13 @@ def _glance(run: dict, summary: dict) -> list[tuple[str, str]]:
         out.append(("Software", ", ".join(f"{k} {versions[k]}" for k in ("sgproject", "torch") if k in versions)
                     or ", ".join(f"{k} {v}" for k, v in versions.items())))
     return out
+
+
+def projection_start(projector: dict) -> str:
+    """Where a projection with these settings (ProjectorConfig.to_dict()) starts, in words."""
+    if projector.get("init") == "encoder":
+        return f"from encoder {projector.get('encoder_sha256')}'s guess"
+    return "from w_avg"
 
 
 def _calibration_lines(cal: dict | None) -> list[str]:

@@ -67,6 +67,7 @@ def calibrate(
     from detectors.batch import DEFAULT_STEPS_PAPER, ENCODER_STEPS
     from detectors.calibrate import CalibrateSettings, calibrate as run_calibration
     from detectors.images import find_images
+    from detectors.report import projection_start
     from generator import load_generator
     from generator.metrics.lpips import load_perceptual
     from projector.encoder import encoder_for
@@ -100,9 +101,9 @@ def calibrate(
     settings = CalibrateSettings(config=projector_config(E, num_steps=steps, early_stop=early_stop, amp=amp),
                                  n_generated=n_generated, seed=seed, batch_size=batch_size, align=align,
                                  wplus=wplus, kind=kind, encoder=E)
-    start = f"from encoder {E.identity()}'s guess" if E is not None else "from w_avg"
     err.print(f"model [bold]{info.name}[/] ({G.img_resolution}px, sha256 {info.sha256[:12]}), "
-              f"{perceptual.identity}, {steps} steps {start}, on {dev}", highlight=False)
+              f"{perceptual.identity}, {steps} steps {projection_start(settings.config.to_dict())}, on {dev}",
+              highlight=False)
     with progress_bar() as bar:
         run = run_calibration(
             G, info, perceptual, candidates, out_path, settings=settings, device=dev, real_source=str(real),

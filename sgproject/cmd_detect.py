@@ -101,8 +101,9 @@ def detect(
     if cal is None and not no_calibration:
         say(f"[yellow]no calibration for {info.name}: scores only, no verdicts "
             "(make one with `sgproject calibrate`)[/]")
-    n_steps, E = detector.settings.config.num_steps, detector.encoder
-    start = f"from encoder {E.identity()}'s guess" if E is not None else "from w_avg"
+    from detectors.report import projection_start
+
+    n_steps, start = detector.settings.config.num_steps, projection_start(detector.settings.config.to_dict())
     say(f"model [bold]{info.name}[/] ({detector.G.img_resolution}px, sha256 {info.sha256[:12]}), "
         f"{detector.perceptual.identity}, "
         f"{'no steps (fast triage: ' + start + ')' if n_steps == 0 else f'{n_steps} steps {start}'}, "

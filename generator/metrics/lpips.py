@@ -19,6 +19,7 @@ import hashlib
 import importlib.util
 import logging
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import torch
@@ -237,33 +238,31 @@ class PerceptualDistance(nn.Module):
             return self.distance_between(feats, target_feats)
         return self.map_between(feats, target_feats)
 
+    def _layer_distances(self, feats: list[torch.Tensor], target_feats: list[torch.Tensor]) -> Iterator[torch.Tensor]:
+        """Each layer's weighted squared difference, pairwise by index: [N, 1, h_l, w_l] per layer."""
+        for lin, a, b in zip(self.lins, feats, target_feats):
+            yield lin((a - b).square())
+
     def map_between(self, feats: list[torch.Tensor], target_feats: list[torch.Tensor]) -> torch.Tensor:
         """The spatial LPIPS map between two sets of precomputed features, pairwise by index: each layer's map
         resized to the first layer's size, then summed. [N, 1, h, w]"""
-        total = 0
-        size = target_feats[0].shape[-2:]
-        for lin, a, b in zip(self.lins, feats, target_feats):
-            total = total + F.interpolate(lin((a - b).square()), size=size, mode="bilinear", align_corners=False)
-        return total
+        return self.distance_and_map(feats, target_feats)[1]
 
     def distance_and_map(self, feats: list[torch.Tensor], target_feats: list[torch.Tensor]
                          ) -> tuple[torch.Tensor, torch.Tensor]:
-        """`distance_between` and `map_between` at once (each layer's weighted difference is computed once).
+        """`distance_between` and `map_between` at once (each layer's difference is computed once).
         ([N], [N, 1, h, w])"""
         dist, total = 0, 0
         size = target_feats[0].shape[-2:]
-        for lin, a, b in zip(self.lins, feats, target_feats):
-            d = lin((a - b).square())  # [N, 1, h_l, w_l]
+        for d in self._layer_distances(feats, target_feats):
             dist = dist + d.mean(dim=[2, 3])
             total = total + F.interpolate(d, size=size, mode="bilinear", align_corners=False)
         return dist[:, 0], total
 
     def distance_between(self, feats: list[torch.Tensor], target_feats: list[torch.Tensor]) -> torch.Tensor:
-        """LPIPS between two sets of precomputed features (from `features`), pairwise by index: [N]."""
-        total = 0
-        for lin, a, b in zip(self.lins, feats, target_feats):
-            total = total + lin((a - b).square()).mean(dim=[2, 3])  # [N, 1]
-        return total[:, 0]
+        """LPIPS between two sets of precomputed features (from `features`), pairwise by index: [N]. (No maps: this
+        is the projection's loss, every step.)"""
+        return sum(d.mean(dim=[2, 3]) for d in self._layer_distances(feats, target_feats))[:, 0]
 
     def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:  # [N]
         return self.distance_to(a, self.features(b))
