@@ -12,7 +12,7 @@ Run from the repository root.
 Setups: `w_avg:N` starts each projection at w_avg (the paper; before the encoder, `detect`'s only start) and takes
 N steps; `encoder:N` starts at the model's bundled encoder's guess (or --encoder's) and takes N steps;
 `encoder:0` is `detect --fast`; `cascade:N` is what `detect` does with a calibration that starts at the guess
-(the bundled model's opt-in encoder calibration): the guess alone clears the images its fast calibration calls real,
+(the bundled model's default calibration): the guess alone clears the images its fast calibration calls real,
 the rest get N steps (`decided_by_the_guess` counts the first); beside a
 calibrated `encoder:N` and `encoder:0`, `cascade:N*` is the cascade derived from their rows, without running it
 again (its seconds: the guess's plus the N-step run's for the images that go on). Default:
@@ -53,7 +53,9 @@ from bench._common import cpu_model, pick_device
 from detectors.batch import DetectSettings, Detector
 from detectors.calibration import (CALIBRATIONS_DIR, Calibration, cross_validate, feature_matrix, roc_auc,
                                    tpr_at_fpr)
+from detectors.content import insufficient_reason
 from detectors.scoring import FEATURES
+from detectors.variants import write_variant
 from generator import load_generator
 from generator.data.portraits import render_portrait
 from generator.metrics.lpips import load_perceptual
@@ -102,21 +104,8 @@ def make_setup(spec: str, info, encoder: Encoder | None, cals: list[Calibration]
 
 
 def variant(pixels: np.ndarray, name: str, path: Path) -> Path:
-    img = Image.fromarray(pixels)
-    if name == "clean":
-        path = path.with_suffix(".png")
-        img.save(path)
-    elif name.startswith("jpeg"):
-        path = path.with_suffix(".jpg")
-        img.save(path, quality=int(name[4:]))
-    elif name.startswith("resize"):
-        s = float(name[6:])
-        w = max(1, round(img.width * s))
-        path = path.with_suffix(".png")
-        img.resize((w, w), Image.Resampling.LANCZOS).save(path)
-    else:
-        raise ValueError(name)
-    return path
+    """The file of variant `name` (detectors/variants.py) of an image."""
+    return write_variant(pixels, name, path, np.random.default_rng(0))
 
 
 def figures_of(rows: list[dict], cal: Calibration | None) -> dict:
@@ -141,14 +130,18 @@ def figures_of(rows: list[dict], cal: Calibration | None) -> dict:
         cascade = rows[0].get("setup", "").startswith("cascade")
         p = (np.array([r["probability"] for r in rows]) if cascade
              else cal.probabilities([r["features"] for r in rows]))
-        verdicts = [r["verdict"] for r in rows] if cascade else [cal.verdict(float(v)) for v in p]
-        decided = [(v == "generated") == bool(t) for v, t in zip(verdicts, y) if v != "uncertain"]
+        verdicts = [r["verdict"] for r in rows] if cascade else [
+            "insufficient" if "detail" in r["features"] and insufficient_reason(r["features"], cal.content)
+            else cal.verdict(float(v))
+            for r, v in zip(rows, p)]  # the content check as detect applies it (before projection)
+        decided = [(v == "generated") == bool(t) for v, t in zip(verdicts, y) if v in ("generated", "real")]
         fig.update({
             "decision": "calibrated",
             "auc": roc_auc(p, y), "tpr_at_1fpr": tpr_at_fpr(p, y, 0.01), "tpr_at_5fpr": tpr_at_fpr(p, y, 0.05),
             "verdict_accuracy": float(np.mean(decided)) if decided else float("nan"),
             "wrong": int(sum(not d for d in decided)),
             "uncertain": sum(v == "uncertain" for v in verdicts),
+            "insufficient": sum(v == "insufficient" for v in verdicts),
         })
         if cascade:
             fig["decided_by_the_guess"] = sum(bool(r.get("triaged")) for r in rows)
@@ -190,7 +183,10 @@ def project_rows(setups: list[Setup], variants: list[str], n: int, G, info, perc
                 # Scores only; the calibration is applied afterwards exactly as Detector applies it, so that
                 # variants can be projected in parallel before the calibration exists (--rows-out/--from-rows).
                 # (a cascade needs its calibrations while it runs: its first stage decides which images go on)
-                det = Detector(G, info, perceptual, DetectSettings(config=st.config, batch_size=batch_size),
+                refs = tuple(dict.fromkeys(f for c in (st.calibration, st.triage) if c is not None
+                                           for f in c.references()))
+                det = Detector(G, info, perceptual, DetectSettings(config=st.config, batch_size=batch_size,
+                                                                   references=refs),
                                calibration=st.calibration if st.triage else None, device=dev, encoder=st.encoder,
                                triage=st.triage)
                 t0 = time.time()

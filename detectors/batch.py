@@ -29,6 +29,7 @@ import torch
 
 from detectors.align import align_face
 from detectors.calibration import Calibration, CalibrationError, calibration_for
+from detectors.content import content_measures, insufficient_reason
 from detectors.degrade import Degradation, degradation_of
 from detectors.images import ImageLoadError, RGBImage, find_images, read_rgb
 from detectors.report import write_reports
@@ -63,11 +64,13 @@ class DetectSettings:
     align: bool = False
     wplus: bool = False
     video: bool = False  # also write each image's projection video (not part of key(): it changes no score)
+    references: tuple[str, ...] = ()  # detectors.scoring.REFERENCES to record (lpips_ref_<name>; need the encoder)
 
     def key(self, model_sha256: str, perceptual: str, calibration_id: str | None) -> str:
         """Everything that changes a row: resume reuses rows only when this matches."""
         parts = [model_sha256, perceptual, self.config.fingerprint(), str(self.seed), str(self.align),
-                 str(self.wplus), calibration_id or "uncalibrated"]
+                 str(self.wplus), calibration_id or "uncalibrated"] + ([",".join(self.references)]
+                                                                       if self.references else [])
         return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
 
 
@@ -161,6 +164,8 @@ class Detector:
         batch_size: int | None = None,  # None: auto_batch_size for the device
         vgg_weights: str | Path | None = None,
         video: bool = False,  # also write each image's projection video into the report's assets
+        references: tuple[str, ...] = (),  # also record these complexity references (on anyway where the
+        # calibration uses them)
         warn: Callable[[str], None] | None = None,  # the random-LPIPS-backbone and video-fallback warnings
     ) -> "Detector":
         """Load the model, its calibration, its encoder and the perceptual network, and settle the settings. A
@@ -206,10 +211,14 @@ class Detector:
                                    "guess, with the cascade on")
         if tri is not None and tri.perceptual != perceptual.identity:
             raise CalibrationError(f"the triage calibration was made with {tri.perceptual}, not {perceptual.identity}")
+        refs = tuple(dict.fromkeys([*references, *(cal.references() if cal is not None else ())]))
+        if refs and E is None:
+            raise CalibrationError(f"complexity references ({', '.join(refs)}) are measured with an encoder, and "
+                                   f"{info.name} has none: pass --encoder FILE")
         settings = DetectSettings(config=cfg, seed=seed, align=align,
                                   wplus=wplus or (cal is not None and "lpips_wplus" in cal.features),
                                   batch_size=batch_size or auto_batch_size(G, torch.device(device), 64),
-                                  video=video)
+                                  video=video, references=refs)
         return cls(G, info, perceptual, settings, calibration=cal, device=device, warn=warn, encoder=E, triage=tri)
 
     # ------------------------------------------------------------------------------------------------- rows
@@ -222,6 +231,19 @@ class Detector:
             sha256 = None
         return ResultRow(path=str(path), sha256=sha256, size=size, status="error", error=reason,
                          settings_key=self.settings_key, rank=d.rank).to_json()
+
+    def insufficient_row(self, p: Prepared, measures: dict, reason: str, report_dir: Path, d: Dist) -> dict:
+        """The row of an image too flat to judge (detectors/content.py): verdict 'insufficient', not projected."""
+        name = f"{p.image.sha256[:16]}-target.png"
+        save_png(p.pixels, report_dir / ASSETS / name)
+        w, h = p.image.original_size
+        return ResultRow(
+            path=str(p.path), sha256=p.image.sha256, size=p.path.stat().st_size, width=w, height=h,
+            format=p.image.format, status="ok", verdict="insufficient", probability=None,
+            features={k: _finite(v) for k, v in measures.items()}, steps=0, seconds=0.0,
+            notes=[*p.notes, reason], alignment=p.alignment, settings_key=self.settings_key, rank=d.rank,
+            target=f"{ASSETS}/{name}",
+        ).to_json()
 
     def ok_row(self, p: Prepared, s: ImageScore, report_dir: Path, d: Dist, *, triaged: bool = False) -> dict:
         stem = p.image.sha256[:16]
@@ -319,23 +341,44 @@ class Detector:
                 for path, reason in mine_skipped:
                     emit(self.error_row(Path(path), _load_error(Path(path), reason), d))
                 for batch in self._batches(mine, done, emit, d):
-                    if self.triage is not None:
+                    batch = self._set_aside(batch, report_dir, d, done, emit)
+                    if self.triage is not None and batch:
                         batch = self._triage(batch, report_dir, d, done, emit)
-                        if not batch:
-                            continue
+                    if not batch:
+                        continue
                     targets = to_tensor([p.pixels for p in batch])
                     scores = score_batch(
                         self.G, targets, config=self.settings.config, perceptual=self.perceptual,
                         seed=self.settings.seed, device=self.device, wplus=self.settings.wplus,
                         degradations=[p.degradation for p in batch], callback=on_step,
                         frame_every=self._video["frame_every"] if self._video else None, encoder=self.encoder,
-                        timings=self.timings,
+                        timings=self.timings, references=self.settings.references,
                     )
                     for p, s in zip(batch, scores):
                         self._emit_ok(p, s, report_dir, d, done, emit)
         except KeyboardInterrupt:
             interrupted = True
         return self._finish(report_dir, rows, started, d, command, formats, interrupted)
+
+    def _set_aside(self, batch: list[Prepared], report_dir: Path, d: Dist, done: dict, emit) -> list[Prepared]:
+        """Emit the 'insufficient' rows of the images too flat to judge under the calibration's content check (none
+        without a calibration or a check); return the others."""
+        check = self.calibration.content if self.calibration is not None else None
+        if not check:
+            return batch
+        rest = []
+        for p in batch:
+            measures = content_measures(p.pixels)
+            reason = insufficient_reason(measures, check)
+            if reason is None:
+                rest.append(p)
+                continue
+            t0 = time.perf_counter()
+            row = self.insufficient_row(p, measures, reason, report_dir, d)
+            self.timings["assets"] += time.perf_counter() - t0
+            done[p.image.sha256] = row
+            emit(row)
+        return rest
 
     def _triage(self, batch: list[Prepared], report_dir: Path, d: Dist, done: dict, emit) -> list[Prepared]:
         """The cascade's first stage: score the encoder's guess of every image; emit the rows whose verdict under
@@ -345,7 +388,7 @@ class Detector:
         cfg = dataclasses.replace(self.settings.config, num_steps=0)
         scores = score_batch(self.G, to_tensor([p.pixels for p in batch]), config=cfg, perceptual=self.perceptual,
                              seed=self.settings.seed, device=self.device, degradations=[p.degradation for p in batch],
-                             encoder=self.encoder, timings=self.timings)
+                             encoder=self.encoder, timings=self.timings, references=self.triage.references())
         rest = []
         for p, s in zip(batch, scores):
             if self.triage.verdict(self.triage.probability(s.features)) != "real":
@@ -539,7 +582,8 @@ class RunResult:
     rank: int
 
     def counts(self) -> dict[str, int]:
-        c = {"total": len(self.all_rows), "error": 0, "generated": 0, "real": 0, "uncertain": 0, "unscored": 0}
+        c = {"total": len(self.all_rows), "error": 0, "generated": 0, "real": 0, "uncertain": 0, "insufficient": 0,
+             "unscored": 0}
         for r in self.all_rows:
             if r["status"] == "error":
                 c["error"] += 1
@@ -549,10 +593,11 @@ class RunResult:
 
     def exit_code(self) -> int:
         """Virus-scanner convention: 1 when anything was flagged generated, else 2 when any file could not be
-        judged, else 0. (A flagged image is the more important news, so 1 wins over 2.)"""
+        judged (an error, or too little information: 'insufficient'), else 0. (A flagged image is the more
+        important news, so 1 wins over 2.)"""
         c = self.counts()
         if c["generated"]:
             return 1
-        if c["error"]:
+        if c["error"] or c["insufficient"]:
             return 2
         return 0

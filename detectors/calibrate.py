@@ -14,14 +14,25 @@ generated images are aligned too, as detection with alignment would align them. 
 one ProjectorConfig and one seed, in shared batches (an image's result does not depend on its batch), and the
 calibration is fitted by detectors.calibration.
 
+Hard negatives (`hard_negatives`, on by default; detectors/variants.py): the real class also holds degraded real
+images and the generated class post-processed generated ones, so that the verdict bands hold for what a desk
+meets, not only for clean files. Image k of a class gets variant k of a cycle (the clean image first, then
+`REAL_HARD` or `GENERATED_HARD`), saved as a file (a JPEG variant as a .jpg) and prepared exactly as detection
+prepares a file; the generated images are also rendered in turn with random and stored noise maps and at
+truncation 1, 0.75 and 0.5 (`GENERATED_RENDERS`). Each image's group is its variant (with the first-level
+subfolder of the real folder, when there are subfolders: `ood:blur1`), and the bands are chosen so that they
+hold in every group (detectors.calibration.grouped_thresholds). The same images also set the content check
+(detectors/content.py): images flatter than nearly all of them are 'insufficient'.
+
     <out>.json           the calibration (Calibration.save)
     <out>.png            ROC curves and histograms (plot_calibration)
-    <out>.features.csv   class, source, every feature, probability and verdict of each image
+    <out>.features.csv   class, group, source, every feature, probability and verdict of each image
 """
 
 from __future__ import annotations
 
 import csv
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
@@ -31,10 +42,12 @@ import torch
 
 from detectors.align import align_face
 from detectors.batch import prepare_image
-from detectors.calibration import Calibration, CalibrationError, fit_calibration, plot_calibration
+from detectors.calibration import REF_PREFIX, Calibration, CalibrationError, fit_calibration, plot_calibration
+from detectors.content import MIN_IMAGES, content_measures, fit_content_check, insufficient_reason
 from detectors.degrade import Degradation
 from detectors.images import ImageLoadError
 from detectors.scoring import FEATURES, ImageScore, score_batch
+from detectors.variants import GENERATED_HARD, REAL_HARD, write_variant
 from generator.checkpoint import ModelInfo
 from generator.metrics.lpips import PerceptualDistance
 from generator.networks import Generator
@@ -47,6 +60,9 @@ from projector.project import ProjectorConfig, auto_batch_size
 GENERATED_SEED_BASE = 1_000_000  # first seed of the generated images (plus the seed)
 MIN_REAL = 2  # real images a calibration needs at all
 ADVISED_REAL = 100  # below this, a false-positive rate under 1% cannot be measured
+REAL_CYCLE = ("clean", *REAL_HARD)  # hard negatives: real image k gets variant k % len
+GENERATED_CYCLE = ("clean", *GENERATED_HARD)  # ... generated image k
+GENERATED_RENDERS = (("random", 1.0), ("const", 1.0), ("random", 0.75), ("random", 0.5), ("const", 0.5))
 
 # progress(stage, done, total, detail): stage 'generating' (images) or 'projecting' (image-steps, both passes with
 # W+); detail is a description of the moment ('projecting (3 optimising)') or None.
@@ -63,6 +79,10 @@ class CalibrateSettings:
     wplus: bool = False  # also project into W+ and use its distance as a feature
     kind: str = "logistic"  # 'logistic' (all features) or 'threshold' (LPIPS alone)
     encoder: Encoder | None = None  # with config.init='encoder' (ProjectorConfig.using_encoder): the start's guesser
+    hard_negatives: bool = True  # degraded reals and post-processed generated images too (module docstring)
+    features: tuple[str, ...] | None = None  # the logistic model's features; None: FEATURES (+ lpips_wplus)
+    references: tuple[str, ...] = ()  # complexity references to measure (detectors.scoring.REFERENCES); those
+    # named in `features` are measured anyway
 
     def seeds(self) -> list[int]:
         start = GENERATED_SEED_BASE + self.seed
@@ -75,6 +95,7 @@ class CalibrationImage:
     generated: bool  # the class
     pixels: np.ndarray  # uint8 [R, R, 3]: what is projected
     degradation: Degradation | None  # the source's path, re-applied to the reconstruction (None for generated)
+    group: str = "clean"  # the variant ('clean', 'blur1', ...), after the real folder's subfolder when it has them
 
 
 @dataclass
@@ -114,9 +135,20 @@ def calibrate(
 ) -> CalibrationRun:
     """Load the real images, generate the others, project and score both, fit the calibration and write it, its
     plot and the features CSV. CalibrationError when fewer than 2 real images can be loaded."""
+    with tempfile.TemporaryDirectory(prefix="sgproject-calibrate-") as tmp:
+        return _calibrate(G, info, perceptual, real_paths, out_path, settings=settings, device=device,
+                          real_source=real_source, on_skipped=on_skipped, on_note=on_note, progress=progress,
+                          tmp=Path(tmp))
+
+
+def _calibrate(G, info, perceptual, real_paths, out_path, *, settings, device, real_source, on_skipped, on_note,
+               progress, tmp: Path) -> CalibrationRun:
     note = on_note or (lambda _m: None)
     report = progress or (lambda *_a: None)
     res = G.img_resolution
+    root = Path(real_source) if real_source and Path(real_source).is_dir() else None
+    subfolders = root is not None and any(len(Path(p).relative_to(root).parts) > 1 for p in real_paths
+                                          if Path(p).is_relative_to(root))
     # Real images first: a bad file is reported before minutes of optimisation.
     reals = []
     for path in real_paths:
@@ -128,7 +160,16 @@ def calibrate(
             continue
         if p.alignment is not None and p.alignment.get("warning"):
             note(f"{path}: {p.alignment['warning']}")
-        reals.append(CalibrationImage(str(path), False, p.pixels, p.degradation))
+        folder = ""
+        if subfolders and Path(path).is_relative_to(root):
+            parts = Path(path).relative_to(root).parts
+            folder = (parts[0] if len(parts) > 1 else ".") + ":"
+        k = len(reals)
+        name = REAL_CYCLE[k % len(REAL_CYCLE)] if settings.hard_negatives else "clean"
+        if name != "clean":
+            p = _variant_of(p.pixels, name, tmp / f"real-{k}", k, res, settings.align)
+        reals.append(CalibrationImage(str(path) + ("" if name == "clean" else f" ({name})"), False, p.pixels,
+                                      p.degradation, folder + name))
     if len(reals) < MIN_REAL:
         raise CalibrationError(f"{len(reals)} readable image(s) under {real_source}: a calibration needs at least "
                                f"{MIN_REAL} real images")
@@ -145,9 +186,38 @@ def calibrate(
         done += k
         report("generating", done, len(seeds), None)
 
-    for s, arr in generate_images(G, seeds, noise_mode="random", callback=generated):
-        # no degradation: a PNG at the model's size has no path to re-apply
-        gens.append(CalibrationImage(f"seed {s}", True, align_face(arr, res).image if settings.align else arr, None))
+    renders = GENERATED_RENDERS if settings.hard_negatives else (("random", 1.0),)
+    cycle = GENERATED_CYCLE if settings.hard_negatives else ("clean",)
+    rendered: dict[int, tuple[np.ndarray, str]] = {}
+    for r, (noise_mode, psi) in enumerate(renders):  # seed k: render k // len(cycle) % len(renders)
+        mine = [s for k, s in enumerate(seeds) if (k // len(cycle)) % len(renders) == r]
+        for s, arr in generate_images(G, mine, noise_mode=noise_mode, truncation_psi=psi, callback=generated):
+            rendered[s] = arr, "" if (noise_mode, psi) == ("random", 1.0) else f", noise {noise_mode}, psi {psi}"
+    for k, s in enumerate(seeds):
+        arr, how = rendered[s]
+        name = cycle[k % len(cycle)]
+        if name == "clean":
+            # no degradation: a PNG at the model's size has no path to re-apply
+            p_px, deg = (align_face(arr, res).image if settings.align else arr), None
+        else:
+            p = _variant_of(arr, name, tmp / f"generated-{k}", k, res, settings.align)
+            p_px, deg = p.pixels, p.degradation
+        gens.append(CalibrationImage(f"seed {s}{how}" + ("" if name == "clean" else f" ({name})"), True, p_px, deg,
+                                     name))
+
+    # the content check: set by every image, applied to every image (those it sets aside are never scored)
+    measures = [content_measures(im.pixels) for im in gens + reals]
+    content = fit_content_check(measures) if len(measures) >= MIN_IMAGES else None
+    if content is None:
+        note(f"fewer than {MIN_IMAGES} images: no content check (flat images will not be set aside as "
+             "'insufficient')")
+    keep = [insufficient_reason(m, content) is None for m in measures]
+    flat = len(keep) - sum(keep)
+    if flat:
+        note(f"{flat} image(s) are flatter than the content check allows (they would be 'insufficient'): "
+             "left out of the fit")
+    gens = [im for im, k in zip(gens, keep[: len(gens)]) if k]
+    reals = [im for im, k in zip(reals, keep[len(keep) - len(reals) :]) if k]
 
     images = gens + reals
     features = [s.features for s in _score_all(G, perceptual, images, settings, torch.device(device), report)]
@@ -157,18 +227,33 @@ def calibrate(
         model_name=info.name, projector=settings.config.to_dict(), projector_fingerprint=settings.config.fingerprint(),
         perceptual=perceptual.identity, align=settings.align, real_source=real_source,
         generated_seeds=f"{seeds[0]}-{seeds[-1]}", seed=settings.seed,
+        gen_groups=[im.group for im in gens] if settings.hard_negatives else None,
+        real_groups=[im.group for im in reals] if settings.hard_negatives else None, content=content,
     )
     json_path, plot_path, csv_path = output_paths(Path(out_path))
     cal.save(json_path)
     plot_calibration(cal, gen_feats, real_feats, plot_path)
     probabilities = cal.probabilities(features)
     run = CalibrationRun(cal, images, features, probabilities, json_path, plot_path, csv_path)
-    write_features_csv(run, _features(settings))
+    write_features_csv(run, list(dict.fromkeys(k for f in features for k in f)))  # every feature measured
     return run
 
 
 def _features(settings: CalibrateSettings) -> tuple[str, ...]:
+    if settings.features is not None:
+        return tuple(settings.features)
     return FEATURES + (("lpips_wplus",) if settings.wplus else ())
+
+
+def _references(settings: CalibrateSettings) -> tuple[str, ...]:
+    named = [f[len(REF_PREFIX):] for f in _features(settings) if f.startswith(REF_PREFIX)]
+    return tuple(dict.fromkeys([*settings.references, *named]))
+
+
+def _variant_of(pixels: np.ndarray, name: str, stem: Path, k: int, res: int, align: bool):
+    """Variant `name` of an image, saved as a file and prepared as detection prepares a file (Prepared)."""
+    path = write_variant(pixels, name, stem, np.random.default_rng(k))
+    return prepare_image(path, res, align=align)
 
 
 def _score_all(G: Generator, perceptual: PerceptualDistance, images: list[CalibrationImage],
@@ -194,21 +279,66 @@ def _score_all(G: Generator, perceptual: PerceptualDistance, images: list[Calibr
         scores += score_batch(G, to_tensor([c.pixels for c in chunk]), config=cfg, perceptual=perceptual,
                               seed=settings.seed, device=device, wplus=settings.wplus,
                               degradations=[c.degradation for c in chunk], callback=on_step,
-                              encoder=settings.encoder)
+                              encoder=settings.encoder, references=_references(settings))
         base += len(chunk) * steps * passes
         report("projecting", base, total, None)
     return scores
 
 
+def refit(calibration_path: str | Path, out_path: str | Path, *, features: Sequence[str] | None = None,
+          kind: str | None = None) -> tuple[Calibration, Path, Path, Path]:
+    """Fit a calibration again on the features an earlier run measured (its .features.csv beside it), without
+    projecting anything: other features, or another kind. Model, projector, perceptual network, alignment, groups,
+    seeds and content check are the earlier calibration's; `refit_of` records its file and creation time.
+    Returns (calibration, JSON, plot, features CSV) as written."""
+    old = Calibration.load(calibration_path)
+    old_csv = output_paths(Path(calibration_path))[2]
+    if not old_csv.is_file():
+        raise CalibrationError(f"{old_csv}: no such file; a refit needs the features the calibration was made from")
+    records = []
+    with open(old_csv, newline="", encoding="utf-8") as f:
+        for rec in csv.DictReader(f):
+            feats = {k: float(v) for k, v in rec.items() if k not in CSV_META and v not in ("", None)}
+            records.append((rec["class"] == "generated", rec.get("group") or "clean", rec["source"], feats))
+    gen = [r for r in records if r[0]]
+    real = [r for r in records if not r[0]]
+    grouped = old.groups is not None
+    cal = fit_calibration(
+        [r[3] for r in gen], [r[3] for r in real], kind=kind or old.kind, features=features or old.features,
+        model_sha256=old.model_sha256, model_name=old.model_name, projector=old.projector,
+        projector_fingerprint=old.projector_fingerprint, perceptual=old.perceptual, align=old.align,
+        real_source=old.real_source, generated_seeds=old.generated_seeds, seed=old.seed,
+        gen_groups=[r[1] for r in gen] if grouped else None, real_groups=[r[1] for r in real] if grouped else None,
+        content=old.content,
+    )
+    cal.metrics["refit_of"] = {"path": str(calibration_path), "created": old.created, "features": old.features}
+    json_path, plot_path, csv_path = output_paths(Path(out_path))
+    cal.save(json_path)
+    plot_calibration(cal, [r[3] for r in gen], [r[3] for r in real], plot_path)
+    rows = gen + real
+    _write_csv(csv_path, cal, [("generated" if g else "real", grp, src) for g, grp, src, _ in rows],
+               [r[3] for r in rows], cal.probabilities([r[3] for r in rows]),
+               list(dict.fromkeys(k for r in rows for k in r[3])))
+    return cal, json_path, plot_path, csv_path
+
+
+CSV_META = ("class", "group", "source", "probability", "verdict")  # the features CSV's columns that are no feature
+
+
 def write_features_csv(run: CalibrationRun, features: Sequence[str]) -> Path:
-    """class, source, the calibration's features, the other features, probability, verdict: one row per image."""
-    cal = run.calibration
-    header = ["class", "source", *cal.features, *[f for f in features if f not in cal.features],
-              "probability", "verdict"]
-    with atomic_path(run.csv_path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
+    """class, group, source, the calibration's features, the other features, probability, verdict: one row per
+    image."""
+    return _write_csv(run.csv_path, run.calibration,
+                      [("generated" if im.generated else "real", im.group, im.source) for im in run.images],
+                      run.features, run.probabilities, features)
+
+
+def _write_csv(path: Path, cal: Calibration, ids: Sequence[tuple[str, str, str]], features: Sequence[dict],
+               probabilities: np.ndarray, names: Sequence[str]) -> Path:
+    header = [*CSV_META[:3], *cal.features, *[f for f in names if f not in cal.features], *CSV_META[3:]]
+    with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
         w = csv.writer(f)
         w.writerow(header)
-        for im, feats, p in zip(run.images, run.features, run.probabilities):
-            w.writerow(["generated" if im.generated else "real", im.source, *[feats.get(k) for k in header[2:-2]],
-                        float(p), cal.verdict(float(p))])
-    return run.csv_path
+        for (cls, group, source), feats, p in zip(ids, features, probabilities):
+            w.writerow([cls, group, source, *[feats.get(k) for k in header[3:-2]], float(p), cal.verdict(float(p))])
+    return path

@@ -65,9 +65,14 @@ HIST_BINS = 20
 TRANSFORMS = {
     "lpips": ("log", 1e-6, 10.0),
     "lpips_wplus": ("log", 1e-6, 10.0),
+    "lpips_ref_flip": ("log", 1e-6, 10.0),
+    "lpips_ref_guess": ("log", 1e-6, 10.0),
+    "detail": ("log", 1e-3, 1e3),
+    "contrast": ("log", 1e-3, 1e3),
     "psnr": ("identity", -20.0, 100.0),
 }
 DEFAULT_TRANSFORM = ("identity", -1e6, 1e6)
+REF_PREFIX = "lpips_ref_"  # features named so are detectors.scoring's complexity references
 
 
 class CalibrationError(SGProjectError):
@@ -273,7 +278,37 @@ def verdict_thresholds(p_gen: np.ndarray, p_real: np.ndarray, max_rate: float = 
     return t_gen, max(t_real, 0.0)
 
 
-def _verdict(p: float, t_generated: float, t_real: float) -> str:
+def grouped_thresholds(p_gen: np.ndarray, p_real: np.ndarray, g_gen: Sequence[str] | None, g_real: Sequence[str] | None,
+                       max_rate: float = MAX_FPR) -> tuple[float, float]:
+    """verdict_thresholds held in every group: t_generated is the largest of the real groups' own, t_real the
+    smallest of the generated groups' own, so that no group of real images (blurred, re-compressed, ...) and no
+    group of generated ones (JPEG, resized, ...) is sacrificed to the average. Without groups: verdict_thresholds."""
+    t_gen, t_real = verdict_thresholds(p_gen, p_real, max_rate)
+    g_gen = np.asarray(g_gen if g_gen is not None else ["all"] * len(p_gen))
+    g_real = np.asarray(g_real if g_real is not None else ["all"] * len(p_real))
+    for g in sorted(set(g_real.tolist())):
+        t_gen = max(t_gen, verdict_thresholds(p_gen, p_real[g_real == g], max_rate)[0])
+    for g in sorted(set(g_gen.tolist())):
+        t_real = min(t_real, verdict_thresholds(p_gen[g_gen == g], p_real, max_rate)[1])
+    if t_real >= t_gen:
+        t_real = float(np.nextafter(t_gen, -np.inf))
+    return t_gen, max(t_real, 0.0)
+
+
+def group_rates(p: np.ndarray, groups: Sequence[str], t_gen: float, t_real: float) -> dict:
+    """{group: {'n', 'generated', 'uncertain', 'real' (shares), 'median_p'}}."""
+    groups = np.asarray(groups)
+    out = {}
+    for g in sorted(set(groups.tolist())):
+        pg = p[groups == g]
+        v = [verdict_of(float(x), t_gen, t_real) for x in pg]
+        out[g] = {"n": int(len(pg)), **{k: v.count(k) / len(v) for k in ("generated", "uncertain", "real")},
+                  "median_p": float(np.median(pg))}
+    return out
+
+
+def verdict_of(p: float, t_generated: float, t_real: float) -> str:
+    """'generated' (p >= t_generated), 'real' (p <= t_real) or 'uncertain'."""
     if p >= t_generated:
         return "generated"
     if p <= t_real:
@@ -285,7 +320,7 @@ def _rates(p_gen: np.ndarray, p_real: np.ndarray, t_gen: float, t_real: float) -
     """Fraction of each class given each verdict."""
     out = {}
     for name, p in (("generated", p_gen), ("real", p_real)):
-        v = [_verdict(float(x), t_gen, t_real) for x in p]
+        v = [verdict_of(float(x), t_gen, t_real) for x in p]
         out[name] = {k: v.count(k) / len(v) for k in ("generated", "uncertain", "real")}
     return out
 
@@ -340,6 +375,8 @@ class Calibration:
     generated_seeds: str  # e.g. '1000000-1000199'
     seed: int = 0  # the projection seed used for both classes
     transforms: dict = field(default_factory=lambda: {k: list(v) for k, v in TRANSFORMS.items()})
+    content: dict | None = None  # detectors.content.fit_content_check: flatter images are 'insufficient'; None: none
+    groups: dict | None = None  # {'generated': {group: n}, 'real': {group: n}}: the bands hold per group; None: one
     source_path: str | None = field(default=None, compare=False)  # the file it was loaded from (not saved)
 
     # ------------------------------------------------------------------ judging
@@ -356,9 +393,13 @@ class Calibration:
         """P(generated) of one image's features (even prior odds). A missing feature is a CalibrationError."""
         return float(self.probabilities([features])[0])
 
+    def references(self) -> tuple[str, ...]:
+        """The complexity references (detectors.scoring.REFERENCES) among the features."""
+        return tuple(f[len(REF_PREFIX):] for f in self.features if f.startswith(REF_PREFIX))
+
     def verdict(self, p: float) -> str:
         """'generated' (p >= t_generated), 'real' (p <= t_real) or 'uncertain'."""
-        return _verdict(float(p), self.t_generated, self.t_real)
+        return verdict_of(float(p), self.t_generated, self.t_real)
 
     def lpips_at(self, p: float) -> float | None:
         """The lpips at which P(generated) = p, other features at their calibration means (exact for the
@@ -492,8 +533,12 @@ def fit_calibration(
     generated_seeds: str = "",
     seed: int = 0,
     folds: int = CV_FOLDS,
+    gen_groups: Sequence[str] | None = None,  # per generated image, its group ('clean', 'jpeg75', ...); None: one
+    real_groups: Sequence[str] | None = None,  # per real image, its group ('clean', 'blur1', ...); None: one
+    content: dict | None = None,  # detectors.content.fit_content_check of these images, stored with the calibration
 ) -> Calibration:
-    """Fit the decision, choose the verdict bands on cross-validated probabilities, and measure it."""
+    """Fit the decision, choose the verdict bands on cross-validated probabilities (held in every group when groups
+    are given), and measure it."""
     if kind not in KINDS:
         raise CalibrationError(f"kind must be one of {', '.join(KINDS)}, got {kind!r}")
     if len(gen) < 2 or len(real) < 2:
@@ -523,7 +568,10 @@ def fit_calibration(
     p_cv = cross_validate(xg, xr, folds)
     p_sel = p_cv if p_cv is not None else p_train  # what the verdict bands are chosen on
     ng = len(xg)
-    t_gen, t_real = verdict_thresholds(p_sel[:ng], p_sel[ng:])
+    for name, g, n in (("generated", gen_groups, ng), ("real", real_groups, len(xr))):
+        if g is not None and len(g) != n:
+            raise CalibrationError(f"{len(g)} group names for {n} {name} images")
+    t_gen, t_real = grouped_thresholds(p_sel[:ng], p_sel[ng:], gen_groups, real_groups)
 
     train = _roc_summary(p_train[:ng], p_train[ng:], t_gen, t_real)
     held = _roc_summary(p_cv[:ng], p_cv[ng:], t_gen, t_real) if p_cv is not None else train
@@ -540,13 +588,21 @@ def fit_calibration(
         "nonfinite": {f: int((~np.isfinite(np.r_[xg, xr][:, j])).sum()) for j, f in enumerate(features)},
         "histograms": _histograms(gen_lpips, real_lpips),
     }
+    groups = None
+    if gen_groups is not None or real_groups is not None:
+        gg = list(gen_groups) if gen_groups is not None else ["all"] * ng
+        gr = list(real_groups) if real_groups is not None else ["all"] * len(xr)
+        metrics["groups"] = {"generated": group_rates(p_sel[:ng], gg, t_gen, t_real),
+                             "real": group_rates(p_sel[ng:], gr, t_gen, t_real)}
+        groups = {"generated": {g: gg.count(g) for g in sorted(set(gg))},
+                  "real": {g: gr.count(g) for g in sorted(set(gr))}}
     cal = Calibration(
         model_sha256=model_sha256, model_name=model_name, projector=dict(projector or {}),
         projector_fingerprint=projector_fingerprint, perceptual=perceptual, align=bool(align), kind=kind,
         features=features, mean=mean.tolist(), std=std.tolist(), coef=coef.tolist(), intercept=b,
         threshold=None, t_generated=t_gen, t_real=t_real, metrics=_json_safe(metrics), created=now_iso(),
         sgproject_version=sgproject_version(), n_generated=ng, n_real=len(xr), real_source=real_source,
-        generated_seeds=generated_seeds, seed=seed,
+        generated_seeds=generated_seeds, seed=seed, content=content, groups=groups,
     )
     if kind == "threshold":
         threshold_lpips = cal.lpips_at(t_gen) if t_gen < 1 else 0.0

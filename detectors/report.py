@@ -47,6 +47,7 @@ from generator.util.errors import SGProjectError
 from generator.util.files import write_bytes_atomic
 
 FORMATS = ("html", "json", "csv")
+VERDICTS = ("generated", "real", "uncertain", "insufficient")  # what a calibrated row can say
 FILES = {"html": "report.html", "json": "report.json", "csv": "report.csv"}
 ASSET_KEYS = ("target", "reconstruction", "heatmap")
 VIDEO_KEY = "video"  # a row's projection video (detect --video)
@@ -91,26 +92,27 @@ def feature_names(rows: Iterable[dict]) -> list[str]:
 
 
 def category(row: dict) -> str:
-    """'error', 'generated', 'real', 'uncertain' or 'unscored' (judged, but no calibration gave a verdict)."""
+    """'error', 'generated', 'real', 'uncertain', 'insufficient' (too flat to judge: detectors/content.py) or
+    'unscored' (judged, but no calibration gave a verdict)."""
     if row.get("status") != "ok":
         return "error"
-    return row.get("verdict") if row.get("verdict") in ("generated", "real", "uncertain") else "unscored"
+    return row.get("verdict") if row.get("verdict") in VERDICTS else "unscored"
 
 
 def summarize(rows: list[dict], run: dict) -> dict:
     """Counts, the paths per verdict, feature statistics, duration, thresholds and a one-line conclusion.
 
-    counts: total, ok, error, generated, real, uncertain, unscored (ok rows without a verdict).
+    counts: total, ok, error, generated, real, uncertain, insufficient, unscored (ok rows without a verdict).
     """
     cats = [category(r) for r in rows]
     counts = {"total": len(rows), "ok": sum(c != "error" for c in cats), "error": cats.count("error")}
-    for c in ("generated", "real", "uncertain", "unscored"):
+    for c in (*VERDICTS, "unscored"):
         counts[c] = cats.count(c)
     by_verdict = {c: [r.get("path") for r, rc in zip(rows, cats) if rc == c]
-                  for c in ("generated", "uncertain", "real", "unscored", "error")}
+                  for c in ("generated", "uncertain", "real", "insufficient", "unscored", "error")}
     ok_rows = [r for r, c in zip(rows, cats) if c != "error"]
     cal = run.get("calibration") or None
-    calibrated = bool(cal) or any(c in ("generated", "real", "uncertain") for c in cats)
+    calibrated = bool(cal) or any(c in VERDICTS for c in cats)
     thresholds = None
     if isinstance(cal, dict):
         thresholds = {k: cal[k] for k in ("threshold", "t_generated", "t_real") if cal.get(k) is not None} or None
@@ -149,6 +151,8 @@ def conclusion(counts: dict, calibrated: bool) -> str:
         line = f"{counts['generated']} of {_plural(total, 'image')} flagged as generated"
         if counts["uncertain"]:
             line += f", {counts['uncertain']} uncertain"
+        if counts.get("insufficient"):
+            line += f", {counts['insufficient']} with too little information to judge"
     else:
         line = f"{counts['ok']} of {_plural(total, 'image')} scored; no calibration, so no verdicts"
     if err:
@@ -278,7 +282,8 @@ def render_csv(rows: list[dict]) -> str:
 # ---------------------------------------------------------------------------------------------------------- HTML
 
 VERDICT_LABELS = {
-    "generated": "Generated", "uncertain": "Uncertain", "real": "Real", "unscored": "No verdict",
+    "generated": "Generated", "uncertain": "Uncertain", "real": "Real", "insufficient": "Insufficient",
+    "unscored": "No verdict",
     "error": "Not judged",
 }
 
@@ -573,7 +578,7 @@ FEATURE_LABELS = {"lpips": "LPIPS", "psnr": "PSNR (dB)", "w_typicality": "w typi
                   "noise_gaussianity": "Noise gaussianity", "lpips_wplus": "LPIPS W+"}
 ASSET_ALT = {"target": "Target image (as projected) of", "reconstruction": "Generator's reconstruction of",
              "heatmap": "Heat map of perceptual differences for"}
-VERDICT_RANK = {"generated": 0, "uncertain": 1, "real": 2, "unscored": 3, "error": 4}  # sort order of the column
+VERDICT_RANK = {"generated": 0, "uncertain": 1, "real": 2, "insufficient": 3, "unscored": 4, "error": 5}  # sort order of the column
 HEAT_VMAX = 0.5  # the heat maps' full-scale LPIPS value: detectors.scoring.HEAT_VMAX (not imported: no torch here)
 
 

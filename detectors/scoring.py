@@ -17,6 +17,15 @@ projection's float image). Each distance costs one VGG pass per image, so `lpips
 degradation was re-applied; elsewhere it is `lpips`.
 
 A spatial LPIPS map shows *where* the reconstruction fails: evidence for partly generated or edited images.
+
+Complexity references (`lpips_ref_<name>`, REFERENCES; only with an encoder): the distance between a transformed
+copy of the image and the encoder's one-pass reconstruction of that copy. `flip` turns the image upside down, which
+keeps how complex it is but takes it out of what the generator makes, so the distance measures how easy the image
+is to reproduce whoever made it; beside `lpips` (a logistic model on log distances can form their ratio) it corrects
+the bias of every reconstruction score towards calling simple images generated (the idea of "A Debiased
+Reconstruction-based Framework for Training-Free Detection", CVPR 2026). `guess` is the image itself: the distance
+before any optimisation. `content_measures` (detectors/content.py: contrast, detail) are recorded for every image
+too, as covariates. One encoder pass, one synthesis and one VGG pass per reference and image.
 """
 
 from __future__ import annotations
@@ -31,6 +40,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from detectors.calibration import REF_PREFIX
+from detectors.content import content_measures
 from detectors.degrade import Degradation
 from generator.metrics.lpips import PerceptualDistance
 from generator.networks import Generator
@@ -39,6 +50,10 @@ from projector.encoder import Encoder
 from projector.project import Projection, ProjectorConfig, mse_psnr, project, uses_amp, w_statistics
 
 FEATURES = ("lpips", "psnr", "w_typicality", "noise_gaussianity")
+REFERENCES = {  # name -> the transform of an [N, C, H, W] batch that keeps its complexity, not its origin
+    "flip": lambda x: torch.flip(x, dims=[2]),  # upside down
+    "guess": lambda x: x,  # the image itself: the encoder's guess before any optimisation
+}
 HEAT_VMAX = 0.5  # LPIPS map value shown at full heat (fixed, so maps are comparable across images)
 
 
@@ -81,6 +96,7 @@ def score_batch(
     frame_every: int | None = None,  # keep the W projection's image every k steps (Projection.frames); None: none
     encoder: Encoder | None = None,  # with config.init='encoder': each projection starts at its guess
     timings: dict[str, float] | None = None,  # seconds are added here under 'projection' and 'scoring'
+    references: Sequence[str] = (),  # REFERENCES names: also record lpips_ref_<name> (needs the encoder)
 ) -> list[ImageScore]:
     """Project a batch into W (and W+ when asked) and compute every feature and the heat maps."""
     t0 = time.perf_counter()
@@ -100,6 +116,7 @@ def score_batch(
     t1 = time.perf_counter()
     degradations = list(degradations) if degradations is not None else [None] * len(projections)
     raw = list(to_uint8(torch.stack([p.image for p in projections])))  # uint8 [R, R, 3]: the reconstruction as saved
+    raw_targets = to_uint8(targets.float().cpu())  # [N, R, R, 3]: the targets' pixels, for their content measures
     degraded = [i for i, deg in enumerate(degradations) if deg is not None and not deg.is_identity]
     matched = list(raw)  # the reconstruction after the target's degradation: what is compared
     for i in degraded:
@@ -117,6 +134,8 @@ def score_batch(
         if degraded:
             raw_feats = perceptual.features(to_tensor([raw[i] for i in degraded], device=device))
             dist_raw[degraded] = perceptual.distance_between(raw_feats, [f[degraded] for f in target_feats]).cpu()
+    refs = reference_distances(G, targets, references, config=cfg_w, perceptual=perceptual, encoder=encoder,
+                               device=device, seed=seed) if references else {}
     heatmaps = heatmap_rgb(spatial, G.img_resolution)  # [N, R, R, 3]
     out = []
     for i, p in enumerate(projections):
@@ -130,8 +149,29 @@ def score_batch(
         }
         if wplus_dist is not None:
             feats["lpips_wplus"] = wplus_dist[i]
+        for name, d in refs.items():
+            feats[REF_PREFIX + name] = d[i]
+        feats.update(content_measures(raw_targets[i]))
         out.append(ImageScore(feats, p, heatmaps[i], raw[i]))
     if timings is not None:
         timings["projection"] = timings.get("projection", 0.0) + t1 - t0
         timings["scoring"] = timings.get("scoring", 0.0) + time.perf_counter() - t1
+    return out
+
+
+def reference_distances(G: Generator, targets: torch.Tensor, names: Sequence[str], *, config: ProjectorConfig,
+                        perceptual: PerceptualDistance, encoder: Encoder | None, device: torch.device | str,
+                        seed: int = 0) -> dict[str, list[float]]:
+    """{name: [N] LPIPS between REFERENCES[name](targets) and the encoder's one-pass reconstruction of it}."""
+    unknown = [n for n in names if n not in REFERENCES]
+    if unknown:
+        raise ValueError(f"unknown reference(s) {', '.join(unknown)}; known: {', '.join(REFERENCES)}")
+    if encoder is None:
+        raise ValueError("complexity references are the encoder's reconstructions: they need an encoder")
+    cfg0 = dataclasses.replace(config, space="w", num_steps=0, init="encoder", encoder_sha256=encoder.identity())
+    out = {}
+    for name in names:
+        ps = project(G, REFERENCES[name](targets), config=cfg0, seed=seed, device=device, perceptual=perceptual,
+                     encoder=encoder)
+        out[name] = [float(p.lpips) for p in ps]
     return out

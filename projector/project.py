@@ -55,6 +55,7 @@ class ProjectorConfig:
     init_samples: int = 0  # >0: start each image at the closest (LPIPS) of its start (init) and this many sampled w
     init: str = "w_avg"  # each image's start: 'w_avg' (the paper) or 'encoder' (its guess; project(encoder=...))
     encoder_sha256: str = ""  # init='encoder': the encoder's identity (Encoder.identity()); fingerprints need it
+    mse_weight: float = 0.0  # a pixel term beside LPIPS: weight of the mean squared error (pixels in [-1, 1])
 
     def __post_init__(self) -> None:
         if self.space not in SPACES:
@@ -65,6 +66,8 @@ class ProjectorConfig:
             raise ProjectionError(f"num_steps must be at least {least}{why}, got {self.num_steps}")
         if self.init_samples < 0:
             raise ProjectionError(f"init_samples must be >= 0, got {self.init_samples}")
+        if not self.mse_weight >= 0:
+            raise ProjectionError(f"mse_weight must be >= 0, got {self.mse_weight}")
         if self.init not in INITS:
             raise ProjectionError(f"init must be one of {', '.join(INITS)}, got {self.init!r}")
         if self.encoder_sha256 and self.init != "encoder":
@@ -109,7 +112,7 @@ def projector_config(encoder: Encoder | None = None, **fields) -> ProjectorConfi
 
 INITS = ("w_avg", "encoder")
 # setting: its value that means "as before it existed"
-ADDED_OFF = {"init_samples": 0, "init": "w_avg", "encoder_sha256": ""}
+ADDED_OFF = {"init_samples": 0, "init": "w_avg", "encoder_sha256": "", "mse_weight": 0.0}
 
 
 def uses_amp(config: ProjectorConfig, device: torch.device | str) -> bool:
@@ -272,6 +275,8 @@ def project(
             dist = perceptual.distance_to(synth, [f[active] for f in target_feats]).float()  # [A]
         reg = noise_regularization(maps)  # [A]
         loss = (dist + cfg.noise_weight * reg).sum()
+        if cfg.mse_weight:  # the pixels too, where the perceptual distance is blind (flat, uniform areas)
+            loss = loss + cfg.mse_weight * (synth.float() - targets[active]).square().mean(dim=(1, 2, 3)).sum()
 
         opt.zero_grad(set_to_none=True)
         loss.backward()

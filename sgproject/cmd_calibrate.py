@@ -25,7 +25,8 @@ def _fmt(v) -> str:
 @app.command(rich_help_panel="Forensics")
 @handle_errors
 def calibrate(
-    real: Path = typer.Option(..., "--real", help="Folder of real images (searched recursively)."),
+    real: Optional[Path] = typer.Option(None, "--real", help="Folder of real images (searched recursively; "
+                                        "subfolders are groups of their own)."),
     out_path: Path = typer.Option(..., "--out", "-o", help="Calibration JSON to write; the plot (.png) and the "
                                   "per-image features (.features.csv) are written beside it."),
     model: Optional[str] = typer.Option(None, "--model", "-m", help=MODEL_HELP + " Default: portraits-64."),
@@ -45,6 +46,18 @@ def calibrate(
                                "(detection must align too)."),
     wplus: bool = typer.Option(False, "--wplus", help="Also project into W+ and use its distance as a feature."),
     kind: str = typer.Option("logistic", "--kind", help="logistic (all features) or threshold (on LPIPS alone)."),
+    hard_negatives: bool = typer.Option(True, "--hard-negatives/--clean-only", help="Also calibrate on degraded "
+                                        "real images (blur, soft, denoised, JPEG 50-90) and post-processed "
+                                        "generated ones (JPEG, resize, crop, brightness, noise, truncation, stored "
+                                        "noise), one variant per image in turn; the verdict bands hold in every such "
+                                        "group. Subfolders of --real are groups too."),
+    features: Optional[str] = typer.Option(None, "--features", help="Comma-separated features of the logistic "
+                                           "model (default: lpips,psnr,w_typicality,noise_gaussianity). Also: "
+                                           "lpips_ref_flip, lpips_ref_guess (complexity references; need an "
+                                           "encoder), contrast, detail, lpips_wplus (with --wplus)."),
+    refit: Optional[Path] = typer.Option(None, "--refit", help="Fit again, without projecting, on the features "
+                                         "measured for this earlier calibration (its .features.csv): with other "
+                                         "--features or --kind. Everything else is the earlier calibration's."),
     amp: bool = typer.Option(False, "--amp", help="bfloat16 autocast on CUDA (detection must use it too)."),
     vgg_weights: Optional[Path] = typer.Option(None, "--vgg-weights", help="VGG16 weights for LPIPS (torchvision .pth)."),
     device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda, cuda:N (default: cuda if available)."),
@@ -66,6 +79,9 @@ def calibrate(
     # local: keeps --help fast
     from detectors.batch import DEFAULT_STEPS_PAPER, ENCODER_STEPS
     from detectors.calibrate import CalibrateSettings, calibrate as run_calibration
+    from detectors.calibration import REF_PREFIX
+    from detectors.content import MEASURES
+    from detectors.scoring import FEATURES, REFERENCES
     from detectors.images import find_images
     from detectors.report import projection_start
     from generator import load_generator
@@ -77,6 +93,25 @@ def calibrate(
         fail(f"--kind must be logistic or threshold, got {kind!r}")
     if out_path.suffix.lower() in (".png", ".csv"):
         fail(f"--out names the calibration JSON, not {out_path.suffix}: e.g. {out_path.with_suffix('.json')}")
+    feats = tuple(f.strip() for f in features.split(",") if f.strip()) if features is not None else None
+    known = set(FEATURES) | {REF_PREFIX + r for r in REFERENCES} | set(MEASURES) | {"lpips_wplus"}
+    if feats is not None and (not feats or set(feats) - known):
+        fail(f"--features: unknown {', '.join(sorted(set(feats) - known)) or '(none given)'}; known: "
+             f"{', '.join(sorted(known))}")
+    if refit is not None:
+        if real is not None:
+            fail("--refit fits on the features of an earlier run: it takes no --real")
+        if refit.resolve() == out_path.resolve():
+            fail("--refit and --out name the same file: write the refit beside it")
+        from detectors.calibrate import refit as refit_calibration
+
+        cal, *paths = refit_calibration(refit, out_path, features=feats, kind=kind)
+        _print_calibration(cal, f"refit of {refit}")
+        for p in paths:
+            out.print(str(p), highlight=False)
+        return
+    if real is None:
+        fail("--real FOLDER is required (or --refit an earlier calibration)")
     if not real.is_dir():
         fail(f"--real {real}: no such folder" if not real.exists() else f"--real {real}: not a folder")
     candidates, skipped = find_images([real])
@@ -98,9 +133,14 @@ def calibrate(
              "(make one with `sgproject train-encoder`)")
     steps = 0 if fast else steps if steps is not None else ENCODER_STEPS if E is not None else DEFAULT_STEPS_PAPER
     perceptual = load_perceptual(vgg_weights, dev, warn=lambda m: err.print(f"[bold yellow]warning:[/] {m}"))
+    if feats and "lpips_wplus" in feats and not wplus:
+        fail("--features lpips_wplus needs --wplus")
+    if feats and any(f.startswith(REF_PREFIX) for f in feats) and E is None:
+        fail("the complexity references (lpips_ref_*) are the encoder's reconstructions: they need an encoder")
     settings = CalibrateSettings(config=projector_config(E, num_steps=steps, early_stop=early_stop, amp=amp),
                                  n_generated=n_generated, seed=seed, batch_size=batch_size, align=align,
-                                 wplus=wplus, kind=kind, encoder=E)
+                                 wplus=wplus, kind=kind, encoder=E, hard_negatives=hard_negatives, features=feats,
+                                 references=tuple(REFERENCES) if E is not None else ())
     err.print(f"model [bold]{info.name}[/] ({G.img_resolution}px, sha256 {info.sha256[:12]}), "
               f"{perceptual.identity}, {steps} steps {projection_start(settings.config.to_dict())}, on {dev}",
               highlight=False)
@@ -127,7 +167,12 @@ def _progress(bar: Progress):
 
 def _print_summary(run, real: Path) -> None:
     """The fitted decision's figures on the calibration data and held out, its verdict bands, the files written."""
-    cal = run.calibration
+    _print_calibration(run.calibration, str(real))
+    for p in (run.json_path, run.plot_path, run.csv_path):
+        out.print(str(p), highlight=False)
+
+
+def _print_calibration(cal, real: str) -> None:
     m, tr = cal.metrics, cal.metrics["train"]
     table = Table(show_header=True, box=None, header_style="bold")
     table.add_column("")
@@ -148,5 +193,16 @@ def _print_summary(run, real: Path) -> None:
     if cal.threshold is not None:
         line += f" (generated if LPIPS <= {cal.threshold:.4g})"
     out.print(line, highlight=False)
-    for p in (run.json_path, run.plot_path, run.csv_path):
-        out.print(str(p), highlight=False)
+    groups = m.get("groups")
+    if groups:  # held out, per group: what a desk meets
+        gt = Table(show_header=True, box=None, header_style="bold", title=f"per group ({m['estimate']})")
+        for col in ("class", "group", "n", "generated", "uncertain", "real"):
+            gt.add_column(col, justify="left" if col in ("class", "group") else "right")
+        for cls in ("real", "generated"):
+            for g, r in groups[cls].items():
+                gt.add_row(cls, g, str(r["n"]), f"{r['generated']:.0%}", f"{r['uncertain']:.0%}", f"{r['real']:.0%}")
+        out.print(gt)
+    if cal.content:
+        th = cal.content["thresholds"]
+        out.print("content check: 'insufficient' below " + " or ".join(f"{k} {v:.3g}" for k, v in th.items()),
+                  highlight=False)

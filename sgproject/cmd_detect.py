@@ -16,7 +16,8 @@ from rich.markup import escape
 from sgproject.app import app, err, fail, handle_errors, out, pick_device
 from sgproject.cmd_generate import MODEL_HELP, progress_bar
 
-VERDICT_STYLE = {"generated": "bold red", "real": "green", "uncertain": "yellow", None: "dim"}
+VERDICT_STYLE = {"generated": "bold red", "real": "green", "uncertain": "yellow", "insufficient": "magenta",
+                 None: "dim"}
 
 
 @app.command(rich_help_panel="Forensics")
@@ -55,13 +56,16 @@ def detect(
 
     Each image is projected into the generator; a picture the generator reproduces almost exactly was probably
     made by it. With a calibration that starts each projection at the model's encoder's guess (the bundled model's
-    portraits-64.encoder-25.json, opt-in for now), an image that the guess alone already shows to be real is not
-    optimised at all (the cascade; a 'generated' verdict always rests on the optimised projection; --no-cascade
-    optimises every image, --fast none). Results are appended to REPORT/results.jsonl as each image finishes (nothing is lost on Ctrl-C;
+    default), an image that the guess alone already shows to be real is not optimised at all (the cascade; a
+    'generated' verdict always rests on the optimised projection; --no-cascade optimises every image, --fast
+    none). Results are appended to REPORT/results.jsonl as each image finishes (nothing is lost on Ctrl-C;
     --resume continues), and REPORT/report.html, report.json and report.csv show the evidence side by side.
 
+    Verdicts: generated, real (not made by this model), uncertain, and insufficient: an image too flat to be
+    evidence (nearly uniform, a plain gradient, heavily blurred), which is not projected.
+
     Exit codes, as virus scanners use them: 0 nothing flagged, 1 at least one image flagged as generated,
-    2 some files could not be judged (or bad usage). 1 wins over 2.
+    2 some files could not be judged (unreadable, or insufficient; or bad usage). 1 wins over 2.
 
     Examples:
 
@@ -147,6 +151,7 @@ def _conclude(result, *, calibrated: bool, report: Path) -> None:
         raise typer.Exit(130)
     judged = c["total"] - c["error"]
     summary = (f"{c['generated']} generated, {c['real']} real, {c['uncertain']} uncertain"
+               + (f", {c['insufficient']} insufficient (too little information)" if c["insufficient"] else "")
                if calibrated else f"{judged} scored (no calibration)")
     err.print(f"{c['total']} files: {summary}, {c['error']} could not be judged. Report: {where}", highlight=False)
     raise typer.Exit(result.exit_code())
@@ -161,6 +166,8 @@ def _line(row: dict) -> str:
     if row["status"] == "error":
         return f"[red]error[/]      {path}: {escape(row['error'] or '')}"
     v = row["verdict"]
+    if v == "insufficient":
+        return f"[{VERDICT_STYLE[v]}]insufficient[/] {path}: {escape((row.get('notes') or ['?'])[-1])}"
     f = row["features"] or {}
     p = "" if row["probability"] is None else f"p={row['probability']:.3f}  "
     style = VERDICT_STYLE.get(v, "dim")

@@ -93,8 +93,11 @@ def test_features_csv_and_summary(calibrated):
         rows = list(csv.DictReader(f))
     assert [r["class"] for r in rows] == ["generated"] * N_GENERATED + ["real"] * N_REAL
     assert rows[0]["source"] == "seed 1000000"
-    assert {r["source"].rsplit("/", 1)[-1] for r in rows[N_GENERATED:]} == {
+    assert {r["source"].rsplit("/", 1)[-1].split(" (")[0] for r in rows[N_GENERATED:]} == {
         "portrait0.png", "portrait1.jpg", "smooth0.png", "smooth1.png"}
+    # hard negatives (the default): image k of a class is variant k in turn; a subfolder is a group of its own
+    assert [r["group"] for r in rows[:3]] == ["clean", "jpeg75", "jpeg90"]
+    assert sorted(r["group"].split(":")[0] for r in rows[N_GENERATED:]) == [".", ".", ".", "sub"]
     for r in rows:
         assert 0.0 <= float(r["probability"]) <= 1.0 and r["verdict"] in ("generated", "real", "uncertain")
         assert float(r["lpips"]) > 0
@@ -156,3 +159,16 @@ def test_fast_calibration_then_fast_detection(tmp_path):
     assert_clean_failure(run("calibrate", "--model", "tiny", "--real", real, "--fast", "--out", tmp_path / "x.json",
                              "--device", "cpu"), "--fast needs an encoder")
     assert not (tmp_path / "x.json").exists()
+
+
+def test_refit_fits_again_without_projecting(calibrated, tmp_path):
+    _, out = calibrated
+    r = run("calibrate", "--refit", out, "--features", "lpips,psnr", "--out", tmp_path / "r.json")
+    assert r.exit_code == 0, r.output
+    new = json.loads((tmp_path / "r.json").read_text())
+    old = json.loads(out.read_text())
+    assert new["features"] == ["lpips", "psnr"] and new["projector_fingerprint"] == old["projector_fingerprint"]
+    assert (tmp_path / "r.features.csv").is_file() and "refit of" in ANSI.sub("", r.stdout)
+    assert run("calibrate", "--refit", out, "--out", out).exit_code == 2  # never over its own source
+    bad = run("calibrate", "--refit", out, "--features", "lpips,colour", "--out", tmp_path / "b.json")
+    assert bad.exit_code == 2 and "colour" in bad.output

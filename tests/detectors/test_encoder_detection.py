@@ -99,7 +99,8 @@ def test_a_calibration_names_its_encoder(parts, encoders, tmp_path):
     reals = _images(tmp_path / "real", 4)
     cfg = ProjectorConfig(num_steps=0, init="encoder", encoder_sha256=E.identity())
     run = calibrate(G, info, perceptual, reals, tmp_path / "cal.json", real_source="test",
-                    settings=CalibrateSettings(config=cfg, n_generated=4, batch_size=4, encoder=E))
+                    settings=CalibrateSettings(config=cfg, n_generated=4, batch_size=4, encoder=E,
+                                               hard_negatives=False))  # the files as they are, below
     cal = run.calibration
     assert cal.projector["init"] == "encoder" and cal.projector["encoder_sha256"] == E.identity()
 

@@ -430,3 +430,17 @@ def test_saved_png_is_the_quantised_reconstruction(perceptual, noisy_run, tmp_pa
     # reported (unclipped) one by 1e-3..5e-3 here; a trained model's outputs stay much closer to the range.
     assert d_png == pytest.approx(d_clamped, abs=5e-4)
     assert d_png == pytest.approx(p.lpips, abs=2e-2)
+
+
+def test_pixel_term_makes_flat_targets_faithful(tiny, perceptual):
+    """LPIPS + lambda * MSE: a uniform grey target, which the random-backbone LPIPS barely sees, is reproduced in its
+    pixels only when the pixel term is on; the term is part of the fingerprint only when on."""
+    G = tiny
+    grey = torch.full((1, 3, G.img_resolution, G.img_resolution), 0.3)
+    plain, pixel = (project(G, grey, config=ProjectorConfig(num_steps=30, mse_weight=m), perceptual=perceptual)[0]
+                    for m in (0.0, 10.0))
+    assert pixel.psnr > plain.psnr + 3, (plain.psnr, pixel.psnr)
+    assert ProjectorConfig(mse_weight=0.0).fingerprint() == ProjectorConfig().fingerprint()
+    assert ProjectorConfig(mse_weight=0.1).fingerprint() != ProjectorConfig().fingerprint()
+    with pytest.raises(ProjectionError, match="mse_weight"):
+        ProjectorConfig(mse_weight=-1.0)
