@@ -39,9 +39,10 @@ def test_samples_have_labels():
 
 
 def test_bundled_encoder_and_calibrations_belong_together():
-    """The encoder is for the shipped weights; the encoder calibration (25 steps from its guess) and the fast one
+    """The encoder is for the shipped weights; the default calibration (25 steps from its guess) and the fast one
     (the guess alone) name it, and the fast one scores the guess with the same settings otherwise, so that `detect`
-    can use it as the cascade's first stage."""
+    can use it as the cascade's first stage. Both were made with hard negatives and carry a content check; the
+    paper's calibration (200 steps from w_avg) is for the same weights."""
     import dataclasses
 
     from detectors.calibration import CALIBRATIONS_DIR
@@ -51,11 +52,15 @@ def test_bundled_encoder_and_calibrations_belong_together():
     assert bundled_encoder_path("portraits-64") is not None, "ship generator/weights/portraits-64.encoder.safetensors"
     E = encoder_for(info)
     assert E is not None, "the bundled encoder was trained for other weights: retrain it (sgproject train-encoder)"
-    steps = Calibration.load(CALIBRATIONS_DIR / "portraits-64.encoder-25.json")
+    steps = Calibration.load(bundled_calibration_path("portraits-64"))
     fast = Calibration.load(bundled_calibration_path("portraits-64", fast=True))
     for cal in (steps, fast):
         assert cal.model_sha256 == info.sha256 and cal.n_real >= 100 and cal.n_generated >= 100
         assert cal.projector["init"] == "encoder" and cal.projector["encoder_sha256"] == E.identity()
+        assert cal.groups is not None and len(cal.groups["real"]) > 1 and len(cal.groups["generated"]) > 1
+        assert cal.content is not None and set(cal.content["thresholds"]) == {"contrast", "detail"}
+    paper = Calibration.load(CALIBRATIONS_DIR / "portraits-64.paper.json")
+    assert paper.model_sha256 == info.sha256 and paper.projector.get("init", "w_avg") == "w_avg"  # made before "init"
     assert steps.projector["num_steps"] == 25 and fast.projector["num_steps"] == 0
     cascade_start = dataclasses.replace(ProjectorConfig(**steps.projector), num_steps=0)
     assert cascade_start.fingerprint() == fast.projector_fingerprint
