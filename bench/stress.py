@@ -50,7 +50,8 @@ from detectors.batch import Detector
 from detectors.calibration import (calibration_for, cross_validate, feature_matrix, grouped_thresholds, roc_auc,
                                    tpr_at_fpr, verdict_of)
 from detectors.scoring import REFERENCES
-from detectors.variants import PHOTOS_HELD_OUT, SIMPLE_KINDS, apply_variant, photograph_crops, simple_image, write_variant
+from detectors.variants import (PHOTOS_HELD_OUT, SIMPLE_KINDS, apply_variant, photograph_crops, simple_image,
+                                write_variant)
 from generator import load_generator
 from generator.data.portraits import render_portrait
 from generator.networks import Generator

@@ -578,7 +578,8 @@ FEATURE_LABELS = {"lpips": "LPIPS", "psnr": "PSNR (dB)", "w_typicality": "w typi
                   "noise_gaussianity": "Noise gaussianity", "lpips_wplus": "LPIPS W+"}
 ASSET_ALT = {"target": "Target image (as projected) of", "reconstruction": "Generator's reconstruction of",
              "heatmap": "Heat map of perceptual differences for"}
-VERDICT_RANK = {"generated": 0, "uncertain": 1, "real": 2, "insufficient": 3, "unscored": 4, "error": 5}  # sort order of the column
+# sort order of the verdict column
+VERDICT_RANK = {"generated": 0, "uncertain": 1, "real": 2, "insufficient": 3, "unscored": 4, "error": 5}
 HEAT_VMAX = 0.5  # the heat maps' full-scale LPIPS value: detectors.scoring.HEAT_VMAX (not imported: no torch here)
 
 
