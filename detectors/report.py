@@ -288,7 +288,7 @@ VERDICT_LABELS = {
 }
 
 
-DIGITS = {"w_typicality": 2, "noise_gaussianity": 3}  # decimals shown (default 4, PSNR 1)
+DIGITS = {"w_typicality": 2, "noise_gaussianity": 3, "detail": 2, "contrast": 1}  # decimals shown (default 4, PSNR 1)
 
 
 def _fmt(v: Any, digits: int) -> str:
@@ -575,7 +575,9 @@ def _calibration_lines(cal: dict | None) -> list[str]:
 
 
 FEATURE_LABELS = {"lpips": "LPIPS", "psnr": "PSNR (dB)", "w_typicality": "w typicality",
-                  "noise_gaussianity": "Noise gaussianity", "lpips_wplus": "LPIPS W+"}
+                  "noise_gaussianity": "Noise gaussianity", "lpips_wplus": "LPIPS W+",
+                  "lpips_ref_flip": "LPIPS flipped", "lpips_ref_guess": "LPIPS guess", "detail": "Detail",
+                  "contrast": "Contrast"}
 ASSET_ALT = {"target": "Target image (as projected) of", "reconstruction": "Generator's reconstruction of",
              "heatmap": "Heat map of perceptual differences for"}
 # sort order of the verdict column
@@ -615,6 +617,9 @@ def render_html(rows: list[dict], run: dict, summary: dict, *, base_dir: Path, r
     report_dir = Path(report_dir) if report_dir is not None else base_dir
     ok_rows = [r for r in rows if category(r) != "error"]
     features = list(FEATURE_ORDER[:4]) + (["lpips_wplus"] if "lpips_wplus" in feature_names(ok_rows) else [])
+    cal_features = ((run.get("calibration") or {}).get("features") or []) if isinstance(run.get("calibration"), dict) \
+        else []
+    features += [f for f in cal_features if f in FEATURE_LABELS and f not in features]  # what the decision used
     views = [_row_view(i, r, thumbs, features, base_dir, report_dir) for i, r in enumerate(rows)]
     has_video = any(v["video"] for v in views)
     video_run = run.get("video") if isinstance(run.get("video"), dict) else {}

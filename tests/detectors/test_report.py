@@ -472,3 +472,17 @@ def test_undecodable_file_names_survive_every_format(fake):
     assert json.loads(written["json"].read_text(encoding="utf-8"))["rows"][0]["path"] == "inbox/bad\udcffname.png"
     assert "inbox/bad\\udcffname.png" in written["html"].read_text(encoding="utf-8")
     assert "inbox/bad\\udcffname.png" in written["csv"].read_text(encoding="utf-8-sig")
+
+
+def test_html_shows_the_features_the_calibration_decided_on(fake):
+    """Columns for the complexity reference, detail and contrast when the run's calibration uses them, not before."""
+    write_reports(fake.dir, fake.rows, fake.run, formats=("html",))
+    assert ">LPIPS flipped<" not in (fake.dir / "report.html").read_text(encoding="utf-8")
+    run = dict(fake.run, calibration=dict(fake.run["calibration"], features=["lpips", "lpips_ref_flip", "detail"]))
+    rows = [dict(r, features=dict(r["features"], lpips_ref_flip=0.0616, detail=7.654)) if r.get("features") else r
+            for r in fake.rows]
+    write_reports(fake.dir, rows, run, formats=("html",))
+    html = (fake.dir / "report.html").read_text(encoding="utf-8")
+    assert ">LPIPS flipped<" in html and ">Detail<" in html and ">Contrast<" not in html
+    assert 'data-col="lpips_ref_flip" data-v="0.0616"' in html and ">7.65<" in html
+    assert "turned upside down" in html  # the legend explains it
