@@ -66,7 +66,10 @@ def calibrate(
 
     Writes OUT (JSON), OUT's stem + .png (ROC and histograms) and + .features.csv (every image's features), and
     prints AUC and true-positive rates at 1 % and 5 % false positives, on the calibration data and
-    cross-validated.
+    cross-validated, and the verdicts per group of hard cases. By default image k of each class is one of its hard
+    cases in turn (real: blurred, softened, denoised, JPEG; generated: JPEG, resized, cropped, brighter, noisy,
+    truncated), and the verdict bands are chosen to hold in every group; images flatter than nearly all of them
+    will be 'insufficient'. --refit fits again on an earlier run's features, without projecting.
 
     Examples:
 
@@ -75,6 +78,8 @@ def calibrate(
       sgproject calibrate --real photos/ --fast --out calib/portraits-64.fast.json
 
       sgproject calibrate --model ffhq.pkl --real ffhq-real/ --align --steps 500 --out ffhq-calib.json
+
+      sgproject calibrate --refit calib/portraits-64.json --features lpips,psnr,lpips_ref_flip,detail --out b.json
     """
     # local: keeps --help fast
     from detectors.batch import DEFAULT_STEPS_PAPER, ENCODER_STEPS
