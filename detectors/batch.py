@@ -53,6 +53,10 @@ ASSETS = "assets"
 DEFAULT_STEPS = 300  # projection steps without a calibration (a calibration brings its own projector settings)
 DEFAULT_STEPS_PAPER = 1000  # `calibrate` from w_avg (the paper's count)
 ENCODER_STEPS = 25  # the same from an encoder's guess (chosen from bench/detect.py's steps curve)
+# ... searching a zoom and shift of up to 10% of the half-width beside w (ProjectorConfig.geometry): a 95% crop of a
+# generated image is then reproduced as well as the image itself (on 24 + 24 dev images, median LPIPS 0.0080 against
+# 0.0130 without; the same images clean 0.0082 either way)
+DEFAULT_GEOMETRY = 0.1
 VIDEO_FPS = 20  # frames per second of the report's projection videos (about 100 frames: 5 s)
 
 
@@ -196,7 +200,8 @@ class Detector:
             if steps == 0 and E is None:
                 raise CalibrationError(f"0 projection steps (fast triage) need an encoder, and {info.name} has none: "
                                        "pass --encoder FILE (make one with `sgproject train-encoder`)")
-            cfg = projector_config(E, num_steps=steps if steps is not None else ENCODER_STEPS if E else DEFAULT_STEPS)
+            n = steps if steps is not None else ENCODER_STEPS if E else DEFAULT_STEPS
+            cfg = projector_config(E, num_steps=n, geometry=DEFAULT_GEOMETRY if E is not None and n > 0 else 0.0)
             perceptual = load_perceptual(vgg_weights, device, warn=warn)
         tri = None
         if cascade and cal is not None and cfg.init == "encoder" and cfg.num_steps > 0:
@@ -542,7 +547,8 @@ def _check_triage(triage: Calibration, config: ProjectorConfig, encoder: Encoder
                   calibration: Calibration | None) -> None:
     """CalibrationError unless `triage` calibrates the encoder's guess alone (0 steps) of the very projection that
     `config` continues, and there is a calibration for that continuation."""
-    fast = dataclasses.replace(config, num_steps=0) if config.init == "encoder" and config.num_steps > 0 else None
+    fast = (dataclasses.replace(config, num_steps=0, geometry=0.0)  # no step: no geometry either
+            if config.init == "encoder" and config.num_steps > 0 else None)
     if calibration is None or encoder is None or fast is None:
         raise CalibrationError("a cascade needs a calibration, an encoder and a projection of at least one step from "
                                "its guess")

@@ -543,10 +543,12 @@ def _glance(run: dict, summary: dict) -> list[tuple[str, str]]:
 
 
 def projection_start(projector: dict) -> str:
-    """Where a projection with these settings (ProjectorConfig.to_dict()) starts, in words."""
-    if projector.get("init") == "encoder":
-        return f"from encoder {projector.get('encoder_sha256')}'s guess"
-    return "from w_avg"
+    """Where a projection with these settings (ProjectorConfig.to_dict()) starts, in words (and whether it searches
+    a zoom and shift too)."""
+    start = (f"from encoder {projector.get('encoder_sha256')}'s guess" if projector.get("init") == "encoder"
+             else "from w_avg")
+    geometry = projector.get("geometry") or 0
+    return start + (f", zoom and shift up to {geometry:g}" if geometry and projector.get("num_steps") else "")
 
 
 def _calibration_lines(cal: dict | None) -> list[str]:

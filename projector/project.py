@@ -56,6 +56,7 @@ class ProjectorConfig:
     init: str = "w_avg"  # each image's start: 'w_avg' (the paper) or 'encoder' (its guess; project(encoder=...))
     encoder_sha256: str = ""  # init='encoder': the encoder's identity (Encoder.identity()); fingerprints need it
     mse_weight: float = 0.0  # a pixel term beside LPIPS: weight of the mean squared error (pixels in [-1, 1])
+    geometry: float = 0.0  # >0: also search a zoom and shift of the rendering, each at most this (of the half-width)
 
     def __post_init__(self) -> None:
         if self.space not in SPACES:
@@ -68,6 +69,8 @@ class ProjectorConfig:
             raise ProjectionError(f"init_samples must be >= 0, got {self.init_samples}")
         if not self.mse_weight >= 0:
             raise ProjectionError(f"mse_weight must be >= 0, got {self.mse_weight}")
+        if not 0 <= self.geometry < 0.5:
+            raise ProjectionError(f"geometry must be in [0, 0.5), got {self.geometry}")
         if self.init not in INITS:
             raise ProjectionError(f"init must be one of {', '.join(INITS)}, got {self.init!r}")
         if self.encoder_sha256 and self.init != "encoder":
@@ -112,7 +115,10 @@ def projector_config(encoder: Encoder | None = None, **fields) -> ProjectorConfi
 
 INITS = ("w_avg", "encoder")
 # setting: its value that means "as before it existed"
-ADDED_OFF = {"init_samples": 0, "init": "w_avg", "encoder_sha256": "", "mse_weight": 0.0}
+ADDED_OFF = {"init_samples": 0, "init": "w_avg", "encoder_sha256": "", "mse_weight": 0.0, "geometry": 0.0}
+# The geometric parameters move GEOMETRY_LR_SCALE times faster than w: a crop's offset must be found within the
+# few steps that start at an encoder's guess.
+GEOMETRY_LR_SCALE = 3.0
 
 
 def uses_amp(config: ProjectorConfig, device: torch.device | str) -> bool:
@@ -135,6 +141,7 @@ class Projection:
     trace: list[dict] = field(default_factory=list)  # per step: step, lpips, noise_reg, lr
     seconds: float = 0.0  # share of the batch's wall time
     noise_gaussianity: float = 0.0  # see projector.noise.gaussianity
+    geometry: tuple[float, float, float] | None = None  # with ProjectorConfig.geometry: (zoom, shift x, shift y)
     frames: list[np.ndarray] | None = None  # uint8 [R, R, C] per kept step (frame_every), when record_frames
 
     def summary(self) -> dict:
@@ -142,6 +149,7 @@ class Projection:
             "lpips": self.lpips, "mse": self.mse, "psnr": self.psnr, "steps": self.steps,
             "stopped_early": self.stopped_early, "seconds": round(self.seconds, 3),
             "noise_gaussianity": self.noise_gaussianity,
+            **({"geometry": [round(x, 5) for x in self.geometry]} if self.geometry is not None else {}),
         }
 
 
@@ -167,6 +175,26 @@ def mse_psnr(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tens
     mse = ((a - b) / 2).square().mean(dim=[1, 2, 3])
     psnr = -10 * torch.log10(mse.clamp_min(1e-12))
     return mse, psnr
+
+
+# ------------------------------------------------------------------------------------------------- geometry
+
+
+def geometry_of(params: torch.Tensor, limit: float) -> torch.Tensor:
+    """(zoom, shift x, shift y) from unbounded parameters [N, 3]: each within +-limit, 0 at 0. [N, 3]"""
+    return limit * torch.tanh(params)
+
+
+def warp(images: torch.Tensor, geometry: torch.Tensor) -> torch.Tensor:
+    """`images` [N, C, R, R] seen through (zoom, shift x, shift y) [N, 3] (units of the half-width): zoom z shows
+    the central 1 - z of the image enlarged, shifted; e.g. a 95% crop is zoom 0.05 with a shift within +-0.05.
+    Bicubic; (0, 0, 0) returns the images unchanged."""
+    scale = 1 - geometry[:, 0]
+    zero = torch.zeros_like(scale)
+    theta = torch.stack([torch.stack([scale, zero, geometry[:, 1]], 1),
+                         torch.stack([zero, scale, geometry[:, 2]], 1)], 1)  # [N, 2, 3]
+    grid = torch.nn.functional.affine_grid(theta.to(images.dtype), list(images.shape), align_corners=False)
+    return torch.nn.functional.grid_sample(images, grid, mode="bicubic", padding_mode="border", align_corners=False)
 
 
 # -------------------------------------------------------------------------------------------------- project
@@ -246,7 +274,11 @@ def project(
         starts = own if own is not None else w_avg[None, None].expand(n, 1, -1)
     w_opt = [_start_leaf(starts[i], w_layers) for i in range(n)]
     params = [p for i in range(n) for p in [w_opt[i], *noise[i]]]
-    opt = torch.optim.Adam(params, betas=(0.9, 0.999), lr=cfg.lr)
+    geo = [torch.zeros(1, 3, device=device, requires_grad=True) for _ in range(n)] if cfg.geometry else None
+    groups = [{"params": params, "scale": 1.0}]
+    if geo is not None:
+        groups.append({"params": geo, "scale": GEOMETRY_LR_SCALE})
+    opt = torch.optim.Adam(groups, betas=(0.9, 0.999), lr=cfg.lr)
 
     active = list(range(n))
     best = [math.inf] * n
@@ -263,7 +295,7 @@ def project(
         t = step / cfg.num_steps
         lr = learning_rate(t, cfg.lr, rampup=cfg.lr_rampup, rampdown=cfg.lr_rampdown)
         for group in opt.param_groups:
-            group["lr"] = lr
+            group["lr"] = lr * group["scale"]
         sigma = w_noise_scale(t, w_std, factor=cfg.initial_noise_factor, ramp_length=cfg.noise_ramp_length)
 
         ws = torch.cat([w_opt[i] for i in active])  # [A, w_layers, w_dim]
@@ -272,6 +304,8 @@ def project(
         maps = [torch.cat([noise[i][k] for i in active]) for k in range(len(shapes))]  # [A, 1, r, r] each
         with autocast:
             synth = G.synthesis(ws, noise=maps)
+            if geo is not None:
+                synth = warp(synth, geometry_of(torch.cat([geo[i] for i in active]), cfg.geometry))
             dist = perceptual.distance_to(synth, [f[active] for f in target_feats]).float()  # [A]
         reg = noise_regularization(maps)  # [A]
         loss = (dist + cfg.noise_weight * reg).sum()
@@ -306,8 +340,9 @@ def project(
             callback(step + 1, cfg.num_steps, len(active))
 
     elapsed = time.time() - t_start
+    geometries = geometry_of(torch.cat(geo).detach(), cfg.geometry) if geo is not None else None
     projections = _finish(G, targets, target_feats if measure else None, perceptual, w_opt, noise, steps_taken,
-                          stopped, traces, frames, elapsed, num_ws, autocast)
+                          stopped, traces, frames, elapsed, num_ws, autocast, geometries)
     return (projections, target_feats) if return_target_features else projections
 
 
@@ -380,14 +415,16 @@ def _closest_starts(G, perceptual, target_feats, w_avg, maps, k, seed, autocast,
 
 @torch.no_grad()
 def _finish(G, targets, target_feats, perceptual, w_opt, noise, steps_taken, stopped, traces, frames, elapsed,
-            num_ws, autocast) -> list[Projection]:
-    """Render every image from its final w with its optimised noise, and measure it (LPIPS only given
-    `target_feats`)."""
+            num_ws, autocast, geometries=None) -> list[Projection]:
+    """Render every image from its final w with its optimised noise (seen through its geometry, given
+    `geometries` [N, 3]), and measure it (LPIPS only given `target_feats`)."""
     n = len(w_opt)
     ws = torch.cat([w.detach().expand(-1, num_ws, -1) if w.shape[1] == 1 else w.detach() for w in w_opt])
     maps = [torch.cat([noise[i][k].detach() for i in range(n)]) for k in range(len(noise[0]))]
     with autocast:
         images = G.synthesis(ws, noise=maps).float()
+        if geometries is not None:
+            images = warp(images, geometries)
         dists = (perceptual.distance_to(images, target_feats).float() if target_feats is not None
                  else torch.full((n,), float("nan")))
     mse, psnr = mse_psnr(images, targets)
@@ -400,15 +437,21 @@ def _finish(G, targets, target_feats, perceptual, w_opt, noise, steps_taken, sto
             lpips=float(dists[i]), mse=float(mse[i]), psnr=float(psnr[i]), steps=steps_taken[i],
             stopped_early=stopped[i], trace=traces[i], seconds=elapsed * steps_taken[i] / total_steps,
             noise_gaussianity=float(gauss[i]), frames=frames[i] if frames is not None else None,
+            geometry=tuple(geometries[i].tolist()) if geometries is not None else None,
         ))
     return out
 
 
 @torch.no_grad()
-def render(G: Generator, w: torch.Tensor, noise: Sequence[torch.Tensor]) -> torch.Tensor:
-    """Re-render a projection from its saved w [num_ws, w_dim] and noise maps. [C, R, R] in [-1, 1]"""
+def render(G: Generator, w: torch.Tensor, noise: Sequence[torch.Tensor],
+           geometry: Sequence[float] | None = None) -> torch.Tensor:
+    """Re-render a projection from its saved w [num_ws, w_dim] and noise maps (and its geometry, when it has one).
+    [C, R, R] in [-1, 1]"""
     dev = G.device
-    return G.synthesis(w.to(dev)[None], noise=[m.to(dev) for m in noise])[0]
+    img = G.synthesis(w.to(dev)[None], noise=[m.to(dev) for m in noise])
+    if geometry is not None:
+        img = warp(img, torch.tensor([list(geometry)], dtype=img.dtype, device=dev))
+    return img[0]
 
 
 def auto_batch_size(G: Generator, device: torch.device, n_images: int, *, cap: int = 64) -> int:

@@ -42,6 +42,10 @@ def calibrate(
     seed: int = typer.Option(0, "--seed", min=0, help="Projection seed; also offsets the generated seeds."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, help="Images optimised at once (default: auto)."),
     early_stop: int = typer.Option(0, "--early-stop", min=0, help="Stop an image after N steps without improvement (0: off)."),
+    geometry: Optional[float] = typer.Option(None, "--geometry", min=0.0, max=0.49, help="Also search a zoom and "
+                                             "shift of the rendering, each at most this fraction of the half-width, "
+                                             "so that crops of generated images are reproduced (default: 0.1 "
+                                             "from an encoder's guess with steps, else 0)."),
     align: bool = typer.Option(False, "--align", help="Align faces FFHQ-style, generated and real alike "
                                "(detection must align too)."),
     wplus: bool = typer.Option(False, "--wplus", help="Also project into W+ and use its distance as a feature."),
@@ -82,7 +86,7 @@ def calibrate(
       sgproject calibrate --refit calib/portraits-64.json --features lpips,psnr,lpips_ref_flip,detail --out b.json
     """
     # local: keeps --help fast
-    from detectors.batch import DEFAULT_STEPS_PAPER, ENCODER_STEPS
+    from detectors.batch import DEFAULT_GEOMETRY, DEFAULT_STEPS_PAPER, ENCODER_STEPS
     from detectors.calibrate import CalibrateSettings, calibrate as run_calibration
     from detectors.calibration import REF_PREFIX
     from detectors.content import MEASURES
@@ -137,12 +141,17 @@ def calibrate(
         fail(f"{'--fast' if fast else '--steps 0'} needs an encoder, and {info.name} has none: pass --encoder FILE "
              "(make one with `sgproject train-encoder`)")
     steps = 0 if fast else steps if steps is not None else ENCODER_STEPS if E is not None else DEFAULT_STEPS_PAPER
+    if geometry is None:
+        geometry = DEFAULT_GEOMETRY if E is not None and steps > 0 else 0.0
+    elif geometry and steps == 0:
+        fail("--geometry is searched by the projection's steps; with no steps it cannot be used")
     perceptual = load_perceptual(vgg_weights, dev, warn=lambda m: err.print(f"[bold yellow]warning:[/] {m}"))
     if feats and "lpips_wplus" in feats and not wplus:
         fail("--features lpips_wplus needs --wplus")
     if feats and any(f.startswith(REF_PREFIX) for f in feats) and E is None:
         fail("the complexity references (lpips_ref_*) are the encoder's reconstructions: they need an encoder")
-    settings = CalibrateSettings(config=projector_config(E, num_steps=steps, early_stop=early_stop, amp=amp),
+    settings = CalibrateSettings(config=projector_config(E, num_steps=steps, early_stop=early_stop, amp=amp,
+                                                          geometry=geometry),
                                  n_generated=n_generated, seed=seed, batch_size=batch_size, align=align,
                                  wplus=wplus, kind=kind, encoder=E, hard_negatives=hard_negatives, features=feats,
                                  references=tuple(REFERENCES) if E is not None else ())
