@@ -27,8 +27,8 @@ Targets (issue "Verdicts a verification desk can trust"): no real image called `
 `generated` on at least 90% of every generated group; `real` on at most 1% of the generated images overall.
 
 --features measures candidate feature sets instead: a logistic model per set (detectors.calibration), 5-fold
-cross-validated on the rows (real groups against generated groups; other generators and `insufficient` rows left
-out), with the verdict bands chosen to hold in every group; it prints the AUC, TPR at 1% FPR, and the worst real
+cross-validated on the rows (real groups against generated groups; other generators, `insufficient` and
+`out-of-domain` rows left out), with the verdict bands chosen to hold in every group; it prints the AUC, TPR at 1% FPR, and the worst real
 group's share called generated and the worst generated group's share not called generated, out of fold.
 """
 
@@ -63,7 +63,7 @@ REAL_GROUPS = ("clean", "blur1", "blur2", "soft", "denoise", "jpeg75", "simple",
 OTHER_GROUPS = ("tiny", "snapshot", "random-net")
 GEN_GROUPS = ("clean", "random-noise", "trunc0.5", "jpeg75", "jpeg90", "resize0.75", "resize4", "crop95",
               "bright1.1", "noise2")
-VERDICTS = ("generated", "uncertain", "real", "insufficient", "error")
+VERDICTS = ("generated", "uncertain", "real", "insufficient", "out-of-domain", "error")
 SNAPSHOT = Path("training/portraits64/training-state.pt")
 ROW_KEYS = ("status", "error", "verdict", "probability", "steps", "features")  # what --rows-out keeps of a row
 
@@ -155,10 +155,10 @@ def summarise(rows: list[dict]) -> dict:
 
 
 def print_summary(s: dict) -> None:
-    print(f"{'group':24s} {'n':>4s} " + " ".join(f"{v:>12s}" for v in VERDICTS) + f" {'median P':>9s}")
+    print(f"{'group':24s} {'n':>4s} " + " ".join(f"{v:>13s}" for v in VERDICTS) + f" {'median P':>9s}")
     for name, g in s["groups"].items():
         mp = "" if g["median_p"] is None else f"{g['median_p']:.3f}"
-        print(f"{name:24s} {g['n']:4d} " + " ".join(f"{g[v]:12d}" for v in VERDICTS) + f" {mp:>9s}")
+        print(f"{name:24s} {g['n']:4d} " + " ".join(f"{g[v]:13d}" for v in VERDICTS) + f" {mp:>9s}")
     t = s["targets"]
     print(f"targets: real called generated {t['real_called_generated']} (target 0); worst generated group "
           f"called generated {t['worst_generated_group_share']} (target >= 0.9); generated called real "
@@ -171,7 +171,7 @@ def print_summary(s: dict) -> None:
 def analyse_features(rows: list[dict], sets: list[list[str]]) -> list[dict]:
     """Each feature set's out-of-fold separation on rows with 'truth', 'group' and 'features' (module docstring)."""
     use = [r for r in rows if r["truth"] in ("real", "generated") and r.get("features")
-           and r.get("verdict") != "insufficient" and "lpips" in r["features"] and r.get("steps") != 0]
+           and r.get("verdict") not in ("insufficient", "out-of-domain") and "lpips" in r["features"] and r.get("steps") != 0]
     gen = [r for r in use if r["truth"] == "generated"]
     real = [r for r in use if r["truth"] == "real"]
     out = []

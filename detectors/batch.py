@@ -31,6 +31,7 @@ from detectors.align import align_face
 from detectors.calibration import Calibration, CalibrationError, calibration_for
 from detectors.content import content_measures, insufficient_reason
 from detectors.degrade import Degradation, degradation_of
+from detectors.domain import DomainCheck, domain_check_for, embed
 from detectors.images import ImageLoadError, RGBImage, find_images, read_rgb
 from detectors.report import write_reports
 from detectors.results import ResultRow, ResultsWriter, now_iso, read_results, sgproject_version
@@ -132,9 +133,12 @@ class Detector:
         warn: Callable[[str], None] | None = None,  # warnings for the user (video fallback); default: logging
         encoder: Encoder | None = None,  # the start of every projection when settings.config.init == 'encoder'
         triage: Calibration | None = None,  # the cascade's first stage: a calibration of the encoder's guess alone
+        domain: DomainCheck | None = None,  # with a calibration: images outside it are 'out-of-domain'
     ):
         self.G, self.model, self.perceptual, self.settings = G, model, perceptual, settings
         self.encoder, self.triage = encoder, triage
+        self.domain = domain if calibration is not None else None  # verdicts need a calibration
+        self._domain_net = self.domain.network(device) if self.domain is not None else None
         if triage is not None:
             _check_triage(triage, settings.config, encoder, calibration)
         self.timings: dict[str, float] = {}  # seconds per stage of the last run() (run.json 'time_s')
@@ -144,6 +148,8 @@ class Detector:
         if calibration is not None:
             # the calibration alone (ids of runs without a cascade are what they were), else both
             what = calibration.to_dict() if triage is None else [calibration.to_dict(), triage.to_dict()]
+            if self.domain is not None:  # ids of runs without a domain check are what they were
+                what = [what, self.domain.identity, self.domain.threshold, self.domain.mean[:8].tolist()]
             cal_id = hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()[:16]
         self.calibration_id = cal_id
         self.settings_key = settings.key(model.sha256, perceptual.identity, cal_id)
@@ -162,6 +168,8 @@ class Detector:
         use_encoder: bool = True,  # False (uncalibrated only): start at w_avg even when the model has an encoder
         cascade: bool = True,  # clear first, by the encoder's guess alone, what the triage calibration calls real
         triage: str | Path | None = None,  # the cascade's calibration file; None: the model's bundled fast one
+        domain: str | Path | None = None,  # a domain check file (detectors/domain.py); None: the model's bundled one
+        use_domain: bool = True,  # False: judge images outside the model's domain too
         seed: int = 0,
         align: bool = False,
         wplus: bool = False,  # also project into W+ (on anyway when the calibration uses lpips_wplus)
@@ -224,7 +232,14 @@ class Detector:
                                   wplus=wplus or (cal is not None and "lpips_wplus" in cal.features),
                                   batch_size=batch_size or auto_batch_size(G, torch.device(device), 64),
                                   video=video, references=refs)
-        return cls(G, info, perceptual, settings, calibration=cal, device=device, warn=warn, encoder=E, triage=tri)
+        dom = None
+        if cal is not None and use_domain:
+            dom = domain_check_for(info.name, domain)
+        elif domain is not None:
+            raise CalibrationError("--domain needs a calibration (without one there are no verdicts) and the domain "
+                                   "check on")
+        return cls(G, info, perceptual, settings, calibration=cal, device=device, warn=warn, encoder=E, triage=tri,
+                   domain=dom)
 
     # ------------------------------------------------------------------------------------------------- rows
 
@@ -249,6 +264,13 @@ class Detector:
             notes=[*p.notes, reason], alignment=p.alignment, settings_key=self.settings_key, rank=d.rank,
             target=f"{ASSETS}/{name}",
         ).to_json()
+
+    def out_of_domain_row(self, p: Prepared, features: dict, reason: str, report_dir: Path, d: Dist) -> dict:
+        """The row of an image outside the model's domain (detectors/domain.py): verdict 'out-of-domain', not
+        projected."""
+        row = self.insufficient_row(p, features, reason, report_dir, d)
+        row["verdict"] = "out-of-domain"
+        return row
 
     def ok_row(self, p: Prepared, s: ImageScore, report_dir: Path, d: Dist, *, triaged: bool = False) -> dict:
         stem = p.image.sha256[:16]
@@ -366,24 +388,42 @@ class Detector:
         return self._finish(report_dir, rows, started, d, command, formats, interrupted)
 
     def _set_aside(self, batch: list[Prepared], report_dir: Path, d: Dist, done: dict, emit) -> list[Prepared]:
-        """Emit the 'insufficient' rows of the images too flat to judge under the calibration's content check (none
-        without a calibration or a check); return the others."""
+        """Emit the 'insufficient' rows of the images too flat to judge under the calibration's content check, then
+        the 'out-of-domain' rows of those outside the domain check (neither without a calibration); return the
+        others."""
         check = self.calibration.content if self.calibration is not None else None
-        if not check:
-            return batch
-        rest = []
-        for p in batch:
-            measures = content_measures(p.pixels)
-            reason = insufficient_reason(measures, check)
+        measures = [content_measures(p.pixels) for p in batch] if check or self.domain is not None else None
+        rest, rest_measures = [], []
+        for p, m in zip(batch, measures or [None] * len(batch)):
+            reason = insufficient_reason(m, check) if check else None
             if reason is None:
                 rest.append(p)
-                continue
-            t0 = time.perf_counter()
-            row = self.insufficient_row(p, measures, reason, report_dir, d)
-            self.timings["assets"] += time.perf_counter() - t0
-            done[p.image.sha256] = row
-            emit(row)
-        return rest
+                rest_measures.append(m)
+            else:
+                self._emit_aside(done, emit, self.insufficient_row, p, m, reason, report_dir, d)
+        if self.domain is None or not rest:
+            return rest
+        t0 = time.perf_counter()
+        distances = self.domain.distances(embed(self._domain_net, [p.pixels for p in rest], self.device))
+        self.timings["prepare"] += time.perf_counter() - t0
+        inside = []
+        for p, m, dist in zip(rest, rest_measures, distances):
+            reason = self.domain.reason(float(dist))
+            if reason is None:
+                inside.append(p)
+            else:
+                features = {**m, "domain_distance": float(dist)}
+                self._emit_aside(done, emit, self.out_of_domain_row, p, features, reason, report_dir, d)
+        return inside
+
+    def _emit_aside(self, done: dict, emit, make: Callable[..., dict], *args) -> None:
+        """Make a set-aside row, make(*args) (its target PNG written: timed as 'assets'), remember it for
+        duplicates, emit it."""
+        t0 = time.perf_counter()
+        row = make(*args)
+        self.timings["assets"] += time.perf_counter() - t0
+        done[row["sha256"]] = row
+        emit(row)
 
     def _triage(self, batch: list[Prepared], report_dir: Path, d: Dist, done: dict, emit) -> list[Prepared]:
         """The cascade's first stage: score the encoder's guess of every image; emit the rows whose verdict under
@@ -589,7 +629,7 @@ class RunResult:
 
     def counts(self) -> dict[str, int]:
         c = {"total": len(self.all_rows), "error": 0, "generated": 0, "real": 0, "uncertain": 0, "insufficient": 0,
-             "unscored": 0}
+             "out-of-domain": 0, "unscored": 0}
         for r in self.all_rows:
             if r["status"] == "error":
                 c["error"] += 1
@@ -599,11 +639,11 @@ class RunResult:
 
     def exit_code(self) -> int:
         """Virus-scanner convention: 1 when anything was flagged generated, else 2 when any file could not be
-        judged (an error, or too little information: 'insufficient'), else 0. (A flagged image is the more
-        important news, so 1 wins over 2.)"""
+        judged (an error, too little information: 'insufficient', or outside the model's domain: 'out-of-domain'),
+        else 0. (A flagged image is the more important news, so 1 wins over 2.)"""
         c = self.counts()
         if c["generated"]:
             return 1
-        if c["error"] or c["insufficient"]:
+        if c["error"] or c["insufficient"] or c["out-of-domain"]:
             return 2
         return 0

@@ -24,6 +24,9 @@ subfolder of the real folder, when there are subfolders: `ood:blur1`), and the b
 hold in every group (detectors.calibration.grouped_thresholds). The same images also set the content check
 (detectors/content.py): images flatter than nearly all of them are 'insufficient'.
 
+`calibrate_domain` makes the other check detection applies before projecting (detectors/domain.py): in-domain
+real images and the model's samples, degraded in the same cycles, set where the model's domain ends.
+
     <out>.json           the calibration (Calibration.save)
     <out>.png            ROC curves and histograms (plot_calibration)
     <out>.features.csv   class, group, source, every feature, probability and verdict of each image
@@ -45,10 +48,12 @@ from detectors.batch import prepare_image
 from detectors.calibration import REF_PREFIX, Calibration, CalibrationError, fit_calibration, plot_calibration
 from detectors.content import MIN_IMAGES, content_measures, fit_content_check, insufficient_reason
 from detectors.degrade import Degradation
+from detectors.domain import FEATURE_NET_OF, DomainCheck, DomainError, embed, fit_domain_check
 from detectors.images import ImageLoadError
 from detectors.scoring import FEATURES, ImageScore, score_batch
 from detectors.variants import GENERATED_HARD, REAL_HARD, write_variant
 from generator.checkpoint import ModelInfo
+from generator.metrics.features import load_feature_network
 from generator.metrics.lpips import PerceptualDistance
 from generator.networks import Generator
 from generator.render import generate_images
@@ -62,6 +67,7 @@ MIN_REAL = 2  # real images a calibration needs at all
 ADVISED_REAL = 100  # below this, a false-positive rate under 1% cannot be measured
 REAL_CYCLE = ("clean", *REAL_HARD)  # hard negatives: real image k gets variant k % len
 GENERATED_CYCLE = ("clean", *GENERATED_HARD)  # ... generated image k
+DOMAIN_SEED_BASE = 20_000_000  # first seed of the generated images of a domain check (calibrate_domain)
 GENERATED_RENDERS = (("random", 1.0), ("const", 1.0), ("random", 0.75), ("random", 0.5), ("const", 0.5))
 
 # progress(stage, done, total, detail): stage 'generating' (images) or 'projecting' (image-steps, both passes with
@@ -342,3 +348,65 @@ def _write_csv(path: Path, cal: Calibration, ids: Sequence[tuple[str, str, str]]
         for (cls, group, source), feats, p in zip(ids, features, probabilities):
             w.writerow([cls, group, source, *[feats.get(k) for k in header[3:-2]], float(p), cal.verdict(float(p))])
     return path
+
+
+# ------------------------------------------------------------------------------------------ the domain check
+
+
+def calibrate_domain(
+    G: Generator,
+    info: ModelInfo,
+    real_paths: Sequence[Path],
+    out_path: str | Path,
+    *,
+    feature_net: str | None = None,  # None: FEATURE_NET_OF[info.name]
+    n_generated: int = 600,
+    seed_base: int = DOMAIN_SEED_BASE,
+    device: torch.device | str = "cpu",
+    on_skipped: Callable[[Path, str], None] | None = None,
+    progress: ProgressFn | None = None,  # stages 'real' and 'generated' (images)
+) -> DomainCheck:
+    """Fit and save a domain check from in-domain real images (each given one of REAL_CYCLE's variants in turn) and
+    n_generated of the model's samples (GENERATED_CYCLE's), all prepared as detection prepares a file."""
+    name = feature_net or FEATURE_NET_OF.get(info.name)
+    if name is None:
+        raise DomainError(f"no feature network is known to describe the domain of {info.name}: pass --feature-net "
+                          "(inception needs its weights; portraits is for portrait models)")
+    net = load_feature_network(name, device=device)
+    res = G.img_resolution
+    report = progress or (lambda *_a: None)
+    pixels, groups = [], []
+    with tempfile.TemporaryDirectory(prefix="sgproject-domain-") as tmp:
+        for k, path in enumerate(real_paths):
+            try:
+                p = prepare_image(Path(path), res)
+            except ImageLoadError as e:
+                if on_skipped:
+                    on_skipped(Path(path), str(e))
+                continue
+            variant = REAL_CYCLE[len(pixels) % len(REAL_CYCLE)]
+            if variant != "clean":
+                p = prepare_image(write_variant(p.pixels, variant, Path(tmp) / f"real-{k}",
+                                                np.random.default_rng(k)), res)
+            pixels.append(p.pixels)
+            groups.append(f"real:{variant}")
+            report("real", k + 1, len(real_paths), None)
+        n_real = len(pixels)
+        if n_real == 0:
+            raise DomainError("no readable in-domain real image: a domain check needs the domain's own images")
+        seeds = list(range(seed_base, seed_base + n_generated))
+        for k, (s, arr) in enumerate(generate_images(G, seeds, noise_mode="random")):
+            variant = GENERATED_CYCLE[k % len(GENERATED_CYCLE)]
+            if variant != "clean":
+                arr = prepare_image(write_variant(arr, variant, Path(tmp) / f"gen-{k}", np.random.default_rng(s)),
+                                    res).pixels
+            pixels.append(arr)
+            groups.append(f"generated:{variant}")
+            report("generated", k + 1, len(seeds), None)
+    check = fit_domain_check(
+        embed(net, pixels, device), groups, feature_net=name, identity=net.identity,
+        fitted_on=f"{n_real} real images (clean, {', '.join(REAL_HARD)} in turn) and {n_generated} samples of "
+                  f"{info.name} (seeds {seeds[0]}-{seeds[-1]}; clean, {', '.join(GENERATED_HARD)} in turn)")
+    check.model_sha256 = info.sha256
+    check.save(out_path)
+    return check

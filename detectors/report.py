@@ -47,7 +47,7 @@ from generator.util.errors import SGProjectError
 from generator.util.files import write_bytes_atomic
 
 FORMATS = ("html", "json", "csv")
-VERDICTS = ("generated", "real", "uncertain", "insufficient")  # what a calibrated row can say
+VERDICTS = ("generated", "real", "uncertain", "insufficient", "out-of-domain")  # what a calibrated row can say
 FILES = {"html": "report.html", "json": "report.json", "csv": "report.csv"}
 ASSET_KEYS = ("target", "reconstruction", "heatmap")
 VIDEO_KEY = "video"  # a row's projection video (detect --video)
@@ -92,8 +92,8 @@ def feature_names(rows: Iterable[dict]) -> list[str]:
 
 
 def category(row: dict) -> str:
-    """'error', 'generated', 'real', 'uncertain', 'insufficient' (too flat to judge: detectors/content.py) or
-    'unscored' (judged, but no calibration gave a verdict)."""
+    """'error', 'generated', 'real', 'uncertain', 'insufficient' (too flat to judge: detectors/content.py),
+    'out-of-domain' (not the model's kind of image: detectors/domain.py) or 'unscored' (judged, but no calibration gave a verdict)."""
     if row.get("status") != "ok":
         return "error"
     return row.get("verdict") if row.get("verdict") in VERDICTS else "unscored"
@@ -102,14 +102,14 @@ def category(row: dict) -> str:
 def summarize(rows: list[dict], run: dict) -> dict:
     """Counts, the paths per verdict, feature statistics, duration, thresholds and a one-line conclusion.
 
-    counts: total, ok, error, generated, real, uncertain, insufficient, unscored (ok rows without a verdict).
+    counts: total, ok, error, generated, real, uncertain, insufficient, out-of-domain, unscored (ok rows without a verdict).
     """
     cats = [category(r) for r in rows]
     counts = {"total": len(rows), "ok": sum(c != "error" for c in cats), "error": cats.count("error")}
     for c in (*VERDICTS, "unscored"):
         counts[c] = cats.count(c)
     by_verdict = {c: [r.get("path") for r, rc in zip(rows, cats) if rc == c]
-                  for c in ("generated", "uncertain", "real", "insufficient", "unscored", "error")}
+                  for c in ("generated", "uncertain", "real", "insufficient", "out-of-domain", "unscored", "error")}
     ok_rows = [r for r, c in zip(rows, cats) if c != "error"]
     cal = run.get("calibration") or None
     calibrated = bool(cal) or any(c in VERDICTS for c in cats)
@@ -153,6 +153,8 @@ def conclusion(counts: dict, calibrated: bool) -> str:
             line += f", {counts['uncertain']} uncertain"
         if counts.get("insufficient"):
             line += f", {counts['insufficient']} with too little information to judge"
+        if counts.get("out-of-domain"):
+            line += f", {counts['out-of-domain']} outside the model's domain"
     else:
         line = f"{counts['ok']} of {_plural(total, 'image')} scored; no calibration, so no verdicts"
     if err:
@@ -283,7 +285,7 @@ def render_csv(rows: list[dict]) -> str:
 
 VERDICT_LABELS = {
     "generated": "Generated", "uncertain": "Uncertain", "real": "Real", "insufficient": "Insufficient",
-    "unscored": "No verdict",
+    "out-of-domain": "Out of domain", "unscored": "No verdict",
     "error": "Not judged",
 }
 
@@ -579,11 +581,12 @@ def _calibration_lines(cal: dict | None) -> list[str]:
 FEATURE_LABELS = {"lpips": "LPIPS", "psnr": "PSNR (dB)", "w_typicality": "w typicality",
                   "noise_gaussianity": "Noise gaussianity", "lpips_wplus": "LPIPS W+",
                   "lpips_ref_flip": "LPIPS flipped", "lpips_ref_guess": "LPIPS guess", "detail": "Detail",
-                  "contrast": "Contrast"}
+                  "contrast": "Contrast", "domain_distance": "Domain distance"}
 ASSET_ALT = {"target": "Target image (as projected) of", "reconstruction": "Generator's reconstruction of",
              "heatmap": "Heat map of perceptual differences for"}
 # sort order of the verdict column
-VERDICT_RANK = {"generated": 0, "uncertain": 1, "real": 2, "insufficient": 3, "unscored": 4, "error": 5}
+VERDICT_RANK = {"generated": 0, "uncertain": 1, "real": 2, "insufficient": 3, "out-of-domain": 4, "unscored": 5,
+                "error": 6}
 HEAT_VMAX = 0.5  # the heat maps' full-scale LPIPS value: detectors.scoring.HEAT_VMAX (not imported: no torch here)
 
 

@@ -17,7 +17,7 @@ from sgproject.app import app, err, fail, handle_errors, out, pick_device
 from sgproject.cmd_generate import MODEL_HELP, progress_bar
 
 VERDICT_STYLE = {"generated": "bold red", "real": "green", "uncertain": "yellow", "insufficient": "magenta",
-                 None: "dim"}
+                 "out-of-domain": "magenta", None: "dim"}
 
 
 @app.command(rich_help_panel="Forensics")
@@ -43,6 +43,10 @@ def detect(
                                           "alone (default: the model's bundled fast calibration)."),
     encoder: Optional[Path] = typer.Option(None, "--encoder", help="Encoder whose guess starts each projection "
                                            "(default: the model's bundled one, when its calibration uses one)."),
+    domain: Optional[Path] = typer.Option(None, "--domain", help="Domain check from `sgproject calibrate-domain` "
+                                          "(default: the model's bundled one, if any)."),
+    no_domain_check: bool = typer.Option(False, "--no-domain-check", help="Judge images outside the model's domain "
+                                         "too (the verdict 'out-of-domain' is then never given)."),
     align: bool = typer.Option(False, "--align", help="Align faces FFHQ-style before projecting."),
     wplus: bool = typer.Option(False, "--wplus", help="Also project into W+ and record its distance."),
     video: bool = typer.Option(False, "--video", help="Show each image's projection as a video in report.html "
@@ -61,11 +65,12 @@ def detect(
     none). Results are appended to REPORT/results.jsonl as each image finishes (nothing is lost on Ctrl-C;
     --resume continues), and REPORT/report.html, report.json and report.csv show the evidence side by side.
 
-    Verdicts: generated, real (not made by this model), uncertain, and insufficient: an image too flat to be
-    evidence (nearly uniform, a plain gradient, heavily blurred), which is not projected.
+    Verdicts: generated, real (not made by this model), uncertain; insufficient: an image too flat to be
+    evidence (nearly uniform, a plain gradient, heavily blurred); out-of-domain: not the kind of image the model
+    makes (a landscape for a portrait model), which it cannot vouch for either way. The last two are not projected.
 
     Exit codes, as virus scanners use them: 0 nothing flagged, 1 at least one image flagged as generated,
-    2 some files could not be judged (unreadable, or insufficient; or bad usage). 1 wins over 2.
+    2 some files could not be judged (unreadable, insufficient or out-of-domain; or bad usage). 1 wins over 2.
 
     Examples:
 
@@ -99,7 +104,8 @@ def detect(
     warn = (lambda m: err.print(f"[bold yellow]warning:[/] {escape(m)}")) if rank == 0 else (lambda m: None)
     detector = Detector.from_options(model, dev, calibration=calibration, use_calibration=not no_calibration,
                                      steps=steps, fast=fast, encoder=encoder, cascade=not no_cascade,
-                                     triage=triage, seed=seed, align=align, wplus=wplus,
+                                     triage=triage, domain=domain, use_domain=not no_domain_check,
+                                     seed=seed, align=align, wplus=wplus,
                                      batch_size=batch_size, vgg_weights=vgg_weights, video=video, warn=warn)
     cal, info = detector.calibration, detector.model
     if cal is None and not no_calibration:
@@ -112,7 +118,8 @@ def detect(
         f"{detector.perceptual.identity}, "
         f"{'no steps (fast triage: ' + start + ')' if n_steps == 0 else f'{n_steps} steps {start}'}, "
         f"{'calibrated' if cal else 'uncalibrated'}"
-        f"{', cascade (the guess alone clears what it shows to be real)' if detector.triage else ''}, on {dev}")
+        f"{', cascade (the guess alone clears what it shows to be real)' if detector.triage else ''}"
+        f"{', domain check' if detector.domain else ''}, on {dev}")
 
     old_term = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
     command = " ".join(shlex.quote(a) for a in ["sgproject", *sys.argv[1:]])
@@ -152,6 +159,7 @@ def _conclude(result, *, calibrated: bool, report: Path) -> None:
     judged = c["total"] - c["error"]
     summary = (f"{c['generated']} generated, {c['real']} real, {c['uncertain']} uncertain"
                + (f", {c['insufficient']} insufficient (too little information)" if c["insufficient"] else "")
+               + (f", {c['out-of-domain']} out-of-domain" if c["out-of-domain"] else "")
                if calibrated else f"{judged} scored (no calibration)")
     err.print(f"{c['total']} files: {summary}, {c['error']} could not be judged. Report: {where}", highlight=False)
     raise typer.Exit(result.exit_code())
@@ -166,8 +174,8 @@ def _line(row: dict) -> str:
     if row["status"] == "error":
         return f"[red]error[/]      {path}: {escape(row['error'] or '')}"
     v = row["verdict"]
-    if v == "insufficient":
-        return f"[{VERDICT_STYLE[v]}]insufficient[/] {path}: {escape((row.get('notes') or ['?'])[-1])}"
+    if v in ("insufficient", "out-of-domain"):
+        return f"[{VERDICT_STYLE[v]}]{v}[/] {path}: {escape((row.get('notes') or ['?'])[-1])}"
     f = row["features"] or {}
     p = "" if row["probability"] is None else f"p={row['probability']:.3f}  "
     style = VERDICT_STYLE.get(v, "dim")

@@ -78,7 +78,7 @@ def _no_temp_files(folder: Path):
 def test_summarize_counts_verdicts_and_thresholds(fake):
     s = summarize(fake.rows, fake.run)
     assert s["counts"] == {"total": 10, "ok": 8, "error": 2, "generated": 3, "real": 4, "uncertain": 1,
-                           "insufficient": 0, "unscored": 0}
+                           "insufficient": 0, "out-of-domain": 0, "unscored": 0}
     assert s["by_verdict"]["generated"] == ["inbox/seed0003.png", "inbox/seed0017.png", "inbox/seed0042.png"]
     assert s["by_verdict"]["error"] == ["inbox/broken.jpg", MALICIOUS_IMG]
     assert s["thresholds"] == {"threshold": 0.12, "t_generated": 0.9, "t_real": 0.1}

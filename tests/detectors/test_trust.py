@@ -6,14 +6,13 @@ detectors/calibration.py, detectors/calibrate.py, detectors/scoring.py, detector
 from __future__ import annotations
 
 import csv
-import json
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
-import detectors.batch as batch
+from tests.detectors.helpers import assert_set_aside_in_reports, count_projected
 from detectors.batch import Detector, DetectSettings, RunResult
 from detectors.calibrate import CalibrateSettings, calibrate, refit
 from detectors.calibration import Calibration, fit_calibration, grouped_thresholds, verdict_thresholds
@@ -132,14 +131,7 @@ def test_flat_images_are_insufficient_and_never_projected(parts, tmp_path, monke
     Image.fromarray(_textured(2)).save(folder / "textured.png")
     cal = _calibration(parts, 0.0, -1.0)  # would call everything it scores 'generated'
     cal.content = fit_content_check([content_measures(_textured(s)) for s in range(20)], quantile=0.0)
-    seen = []
-
-    def counting(G_, targets, **kw):
-        seen.append(len(targets))
-        return score(G_, targets, **kw)
-
-    score = batch.score_batch
-    monkeypatch.setattr(batch, "score_batch", counting)
+    seen = count_projected(monkeypatch)
     det = Detector(G, info, perceptual, DetectSettings(config=ProjectorConfig(num_steps=2), batch_size=4),
                    calibration=cal)
     res = det.run([folder], tmp_path / "report")
@@ -151,10 +143,7 @@ def test_flat_images_are_insufficient_and_never_projected(parts, tmp_path, monke
     assert rows["textured.png"]["verdict"] == "generated"
     assert seen == [1]  # only the textured image was projected
     assert res.counts()["insufficient"] == 2 and res.exit_code() == 1
-    html = (tmp_path / "report" / "report.html").read_text(encoding="utf-8")
-    assert "Insufficient" in html and "too little information" in html
-    summary = json.loads((tmp_path / "report" / "report.json").read_text(encoding="utf-8"))["summary"]
-    assert summary["counts"]["insufficient"] == 2 and "too little information" in summary["conclusion"]
+    assert_set_aside_in_reports(tmp_path / "report", "insufficient", "Insufficient", "too little information", 2)
 
     only_flat = Detector(G, info, perceptual, DetectSettings(config=ProjectorConfig(num_steps=2)),
                          calibration=cal).run([folder / "flat.png"], tmp_path / "r2")

@@ -64,3 +64,18 @@ def test_bundled_encoder_and_calibrations_belong_together():
     assert steps.projector["num_steps"] == 25 and fast.projector["num_steps"] == 0
     cascade_start = dataclasses.replace(ProjectorConfig(**steps.projector), num_steps=0)
     assert cascade_start.fingerprint() == fast.projector_fingerprint
+
+
+def test_bundled_domain_check_fits_the_bundle():
+    """The domain check was fitted on the shipped weights' samples with the shipped attribute network, and lets
+    the quick start's samples through (they are the model's domain: portraits and the model's own images)."""
+    from detectors.batch import prepare_image
+    from detectors.domain import domain_check_for, embed
+
+    _, info = load_generator("portraits-64")
+    check = domain_check_for("portraits-64")
+    assert check is not None, "ship detectors/calibrations/portraits-64.domain.safetensors"
+    assert check.model_sha256 == info.sha256, "fit the domain check again (sgproject calibrate-domain)"
+    net = check.network()  # refuses another attribute network
+    pixels = [prepare_image(p, 64).pixels for p in sorted((ROOT / "samples").glob("*.png"))]
+    assert all(check.reason(float(d)) is None for d in check.distances(embed(net, pixels)))
