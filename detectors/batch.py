@@ -294,6 +294,8 @@ class Detector:
         if cal is not None:
             probability = float(cal.probability(s.features))
             verdict = cal.verdict(probability)
+        if "lpips" not in s.features:
+            notes.append("judged without LPIPS (its calibration uses none): the heat map shows pixel differences")
         if triaged:
             notes.append("cleared by the encoder's guess alone (cascade: its fast calibration already says "
                          "'real'); not optimised")
@@ -380,6 +382,8 @@ class Detector:
                         degradations=[p.degradation for p in batch], callback=on_step,
                         frame_every=self._video["frame_every"] if self._video else None, encoder=self.encoder,
                         timings=self.timings, references=self.settings.references,
+                        perceptual_features=_needs_lpips(self.calibration, self.settings.config,
+                                                         self.settings.wplus, self.settings.references),
                     )
                     for p, s in zip(batch, scores):
                         self._emit_ok(p, s, report_dir, d, done, emit)
@@ -430,10 +434,12 @@ class Detector:
         the triage calibration is already 'real'; return the others, for the full projection. A `generated` verdict
         always rests on the optimised projection: the guess alone is weaker evidence, and on held-out reals its
         calibration accused more than its 1% (README, Benchmarks)."""
-        cfg = dataclasses.replace(self.settings.config, num_steps=0)
+        cfg = dataclasses.replace(self.settings.config, num_steps=0, geometry=0.0)  # no steps: nothing to search
+        refs = self.triage.references()
         scores = score_batch(self.G, to_tensor([p.pixels for p in batch]), config=cfg, perceptual=self.perceptual,
                              seed=self.settings.seed, device=self.device, degradations=[p.degradation for p in batch],
-                             encoder=self.encoder, timings=self.timings, references=self.triage.references())
+                             encoder=self.encoder, timings=self.timings, references=refs,
+                             perceptual_features=_needs_lpips(self.triage, cfg, False, refs))
         rest = []
         for p, s in zip(batch, scores):
             if self.triage.verdict(self.triage.probability(s.features)) != "real":
@@ -581,6 +587,14 @@ def _check_calibration_encoder(cal: Calibration, E: Encoder | None, explicit: st
         src = explicit or "the bundled encoder"
         raise CalibrationError(f"{where} was made with encoder {want}, but {src} is {E.identity()}: use the "
                                "calibration's encoder, or recalibrate with this one (`sgproject calibrate --encoder`)")
+
+
+def _needs_lpips(cal: Calibration | None, config: ProjectorConfig, wplus: bool, references) -> bool:
+    """Whether scoring must measure LPIPS: always, unless a calibration that uses no LPIPS feature judges the guess
+    alone (0 steps; detectors.scoring.score_batch's `perceptual_features`)."""
+    if cal is None or config.num_steps or wplus or references or config.init_samples:
+        return True
+    return any(f.startswith("lpips") for f in cal.features)
 
 
 def _check_triage(triage: Calibration, config: ProjectorConfig, encoder: Encoder | None,

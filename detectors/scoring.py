@@ -18,6 +18,11 @@ degradation was re-applied; elsewhere it is `lpips`.
 
 A spatial LPIPS map shows *where* the reconstruction fails: evidence for partly generated or edited images.
 
+Without `perceptual_features` (only for a guess alone, 0 steps: `detect --fast` and the cascade's first stage when
+their calibration uses no LPIPS feature) no VGG pass is made at all: no `lpips`, `lpips_raw`, and the heat map
+shows the absolute pixel difference instead (full heat at PIXEL_HEAT_VMAX). The two VGG passes are most of the
+cost of a guess alone at 64 px.
+
 Complexity references (`lpips_ref_<name>`, REFERENCES; only with an encoder): the distance between a transformed
 copy of the image and the encoder's one-pass reconstruction of that copy. `flip` turns the image upside down, which
 keeps how complex it is but takes it out of what the generator makes, so the distance measures how easy the image
@@ -55,6 +60,7 @@ REFERENCES = {  # name -> the transform of an [N, C, H, W] batch that keeps its 
     "guess": lambda x: x,  # the image itself: the encoder's guess before any optimisation
 }
 HEAT_VMAX = 0.5  # LPIPS map value shown at full heat (fixed, so maps are comparable across images)
+PIXEL_HEAT_VMAX = 0.25  # without LPIPS: the mean absolute pixel difference (of 1) shown at full heat
 
 
 @dataclass
@@ -97,14 +103,19 @@ def score_batch(
     encoder: Encoder | None = None,  # with config.init='encoder': each projection starts at its guess
     timings: dict[str, float] | None = None,  # seconds are added here under 'projection' and 'scoring'
     references: Sequence[str] = (),  # REFERENCES names: also record lpips_ref_<name> (needs the encoder)
+    perceptual_features: bool = True,  # False (0 steps only): no VGG pass, no lpips (module docstring)
 ) -> list[ImageScore]:
     """Project a batch into W (and W+ when asked) and compute every feature and the heat maps."""
+    if not perceptual_features and (config.num_steps or wplus or references or config.init_samples):
+        raise ValueError("only a guess alone (0 steps, no W+, no references, no start search) can be scored "
+                         "without LPIPS")
     t0 = time.perf_counter()
     cfg_w = dataclasses.replace(config, space="w")
-    projections, target_feats = project(G, targets, config=cfg_w, seed=seed, device=device, perceptual=perceptual,
-                                        callback=callback, return_target_features=True, encoder=encoder,
-                                        record_frames=frame_every is not None, frame_every=frame_every or 1,
-                                        measure=False)  # measured below, on what is compared
+    result = project(G, targets, config=cfg_w, seed=seed, device=device, perceptual=perceptual, callback=callback,
+                     return_target_features=perceptual_features, encoder=encoder,
+                     record_frames=frame_every is not None, frame_every=frame_every or 1,
+                     measure=False)  # measured below, on what is compared
+    projections, target_feats = result if perceptual_features else (result, None)
     if uses_amp(cfg_w, device):
         target_feats = None  # bfloat16 numbers: the comparison below is in float32
     w_avg, w_std = w_statistics(G, cfg_w.w_avg_samples)
@@ -121,30 +132,26 @@ def score_batch(
     matched = list(raw)  # the reconstruction after the target's degradation: what is compared
     for i in degraded:
         matched[i] = degradations[i].apply(raw[i])
-    with torch.no_grad():
-        recon = to_tensor(matched, device=device)
-        tgt = targets.to(device, torch.float32)
-        if target_feats is None:
-            target_feats = perceptual.features(tgt)
-        recon_feats = perceptual.features(recon)  # once, for both the map and the distance
-        dist, spatial = perceptual.distance_and_map(recon_feats, target_feats)  # [N], [N, 1, h, w]
-        dist, spatial = dist.cpu(), spatial.cpu()
-        _, psnr = mse_psnr(recon.cpu(), tgt.cpu())
-        dist_raw = dist.clone()  # the same images where nothing was re-applied; else measured again
-        if degraded:
-            raw_feats = perceptual.features(to_tensor([raw[i] for i in degraded], device=device))
-            dist_raw[degraded] = perceptual.distance_between(raw_feats, [f[degraded] for f in target_feats]).cpu()
+    recon = to_tensor(matched, device=device)
+    tgt = targets.to(device, torch.float32)
+    _, psnr = mse_psnr(recon.cpu(), tgt.cpu())
+    if perceptual_features:
+        dist, dist_raw, spatial = _perceptual(perceptual, recon, tgt, target_feats, raw, degraded, device)
+        heatmaps = heatmap_rgb(spatial, G.img_resolution)  # [N, R, R, 3]
+    else:  # where the pixels differ, mean over channels, in units of the full range
+        dist = dist_raw = None
+        pixel_map = (recon.cpu() - tgt.cpu()).abs().mean(dim=1, keepdim=True) / 2  # [N, 1, R, R] in [0, 1]
+        heatmaps = heatmap_rgb(pixel_map, G.img_resolution, vmax=PIXEL_HEAT_VMAX)
     refs = reference_distances(G, targets, references, config=cfg_w, perceptual=perceptual, encoder=encoder,
                                device=device, seed=seed) if references else {}
-    heatmaps = heatmap_rgb(spatial, G.img_resolution)  # [N, R, R, 3]
     out = []
     for i, p in enumerate(projections):
         feats = {
-            "lpips": float(dist[i]),
+            **({"lpips": float(dist[i])} if dist is not None else {}),
             "psnr": float(psnr[i]),
             "w_typicality": w_typicality(p.w, w_avg, w_std),
             "noise_gaussianity": p.noise_gaussianity,
-            "lpips_raw": float(dist_raw[i]),
+            **({"lpips_raw": float(dist_raw[i])} if dist_raw is not None else {}),
             "psnr_raw": p.psnr,
         }
         if wplus_dist is not None:
@@ -157,6 +164,23 @@ def score_batch(
         timings["projection"] = timings.get("projection", 0.0) + t1 - t0
         timings["scoring"] = timings.get("scoring", 0.0) + time.perf_counter() - t1
     return out
+
+
+def _perceptual(perceptual: PerceptualDistance, recon: torch.Tensor, tgt: torch.Tensor, target_feats, raw,
+                degraded: list[int], device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(lpips [N], lpips_raw [N], the spatial LPIPS map [N, 1, h, w]) of the reconstructions against the targets;
+    lpips_raw is measured again only for the `degraded` images (elsewhere it is lpips)."""
+    with torch.no_grad():
+        if target_feats is None:
+            target_feats = perceptual.features(tgt)
+        recon_feats = perceptual.features(recon)  # once, for both the map and the distance
+        dist, spatial = perceptual.distance_and_map(recon_feats, target_feats)  # [N], [N, 1, h, w]
+        dist, spatial = dist.cpu(), spatial.cpu()
+        dist_raw = dist.clone()  # the same images where nothing was re-applied; else measured again
+        if degraded:
+            raw_feats = perceptual.features(to_tensor([raw[i] for i in degraded], device=device))
+            dist_raw[degraded] = perceptual.distance_between(raw_feats, [f[degraded] for f in target_feats]).cpu()
+    return dist, dist_raw, spatial
 
 
 def reference_distances(G: Generator, targets: torch.Tensor, names: Sequence[str], *, config: ProjectorConfig,

@@ -214,6 +214,7 @@ def project(
     return_target_features: bool = False,
     encoder: Encoder | None = None,  # with init='encoder': the guess each image starts from (projector.encoder)
     measure: bool = True,  # False: no final LPIPS (Projection.lpips is NaN) for a caller that measures its own way
+    # (with no steps and no init_samples, the targets then get no VGG pass at all)
     **overrides,  # ProjectorConfig fields, e.g. space='w+', num_steps=200
 ) -> list[Projection] | tuple[list[Projection], list[torch.Tensor]]:
     """Project every target image; returns one Projection per image, in order.
@@ -259,8 +260,10 @@ def project(
     layers = [torch.cat([drawn[i][k] for i in range(n)]).to(device) for k in range(len(shapes))]  # [n, 1, r, r]
     normalize_noise_(layers)  # per image and map: the same as one image at a time, in one call per layer
     noise = [[layers[k][i : i + 1].clone().requires_grad_(True) for k in range(len(shapes))] for i in range(n)]
-    with torch.no_grad(), autocast:
-        target_feats = perceptual.features(targets)
+    target_feats = None  # nothing compares with the targets' features: no steps, no start search, no measuring
+    if cfg.num_steps > 0 or cfg.init_samples or measure or return_target_features:
+        with torch.no_grad(), autocast:
+            target_feats = perceptual.features(targets)
     own = None
     if cfg.init == "encoder":
         with torch.no_grad():

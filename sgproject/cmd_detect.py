@@ -180,4 +180,5 @@ def _line(row: dict) -> str:
     p = "" if row["probability"] is None else f"p={row['probability']:.3f}  "
     style = VERDICT_STYLE.get(v, "dim")
     how = "  (encoder's guess)" if row.get("steps") == 0 else ""
-    return f"[{style}]{(v or 'scored'):<10}[/] {p}LPIPS {f.get('lpips', float('nan')):.4f}  {path}{how}"
+    score = f"LPIPS {f['lpips']:.4f}" if "lpips" in f else f"PSNR {f.get('psnr', float('nan')):.1f} dB"
+    return f"[{style}]{(v or 'scored'):<10}[/] {p}{score}  {path}{how}"

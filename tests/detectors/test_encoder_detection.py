@@ -182,3 +182,45 @@ def test_cascade_clears_only_what_the_guess_shows_real(parts, encoders, tmp_path
     # a triage calibration of anything but the guess alone of the same encoder is refused
     with pytest.raises(CalibrationError, match="guess alone"):
         Detector(G, info, perceptual, settings, calibration=full, encoder=E, triage=_cal(parts, E, 1, 2.0, 1.0))
+
+
+def test_a_guess_judged_without_lpips_makes_no_vgg_pass(parts, encoders, tmp_path, monkeypatch):
+    """A calibration of the guess alone that uses no LPIPS feature (the bundled fast one) is scored without any VGG
+    pass: the same PSNR, w and reconstruction, no lpips, a pixel-difference heat map; with steps it is refused."""
+    import dataclasses
+
+    from detectors.batch import DetectSettings
+    from detectors.calibration import fit_calibration
+    from detectors.scoring import score_batch
+
+    G, info, perceptual = parts
+    (E, _), _ = encoders
+    cfg = ProjectorConfig(num_steps=0, init="encoder", encoder_sha256=E.identity())
+    x = to_tensor([img for _, img in generate_images(G, [3, 4, 5])])
+    with_lpips = score_batch(G, x, config=cfg, perceptual=perceptual, encoder=E)
+    calls = []
+    vgg = perceptual.features
+    monkeypatch.setattr(perceptual, "features", lambda t: calls.append(len(t)) or vgg(t))
+    without = score_batch(G, x, config=cfg, perceptual=perceptual, encoder=E, perceptual_features=False)
+    assert calls == []
+    for a, b in zip(with_lpips, without):
+        assert "lpips" in a.features and "lpips" not in b.features and "lpips_raw" not in b.features
+        for k in ("psnr", "w_typicality", "detail"):
+            assert b.features[k] == pytest.approx(a.features[k])
+        np.testing.assert_array_equal(b.reconstruction, a.reconstruction)
+        assert b.heatmap.shape == a.heatmap.shape and b.heatmap.dtype == np.uint8
+    with pytest.raises(ValueError, match="guess alone"):
+        score_batch(G, x, config=dataclasses.replace(cfg, num_steps=1), perceptual=perceptual, encoder=E,
+                    perceptual_features=False)
+
+    # detection with such a calibration: no VGG pass, verdicts from the other features
+    gen = [{"psnr": 30.0 + i} for i in range(4)]
+    real = [{"psnr": 15.0 + i} for i in range(4)]
+    cal = fit_calibration(gen, real, features=["psnr"], model_sha256=info.sha256, model_name=info.name,
+                          projector=cfg.to_dict(), projector_fingerprint=cfg.fingerprint(),
+                          perceptual=perceptual.identity)
+    det = Detector(G, info, perceptual, DetectSettings(config=cfg, batch_size=3), calibration=cal, encoder=E)
+    rows = det.run(_images(tmp_path / "in"), tmp_path / "r").all_rows
+    assert calls == [] and len(rows) == 3
+    assert all(r["verdict"] in ("generated", "uncertain", "real") and "lpips" not in r["features"] for r in rows)
+    assert all("pixel differences" in r["notes"][-1] for r in rows)
