@@ -149,7 +149,7 @@ class Detector:
             # the calibration alone (ids of runs without a cascade are what they were), else both
             what = calibration.to_dict() if triage is None else [calibration.to_dict(), triage.to_dict()]
             if self.domain is not None:  # ids of runs without a domain check are what they were
-                what = [what, self.domain.identity, self.domain.threshold, self.domain.mean[:8].tolist()]
+                what = [what, self.domain.fingerprint()]
             cal_id = hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()[:16]
         self.calibration_id = cal_id
         self.settings_key = settings.key(model.sha256, perceptual.identity, cal_id)
@@ -252,25 +252,19 @@ class Detector:
         return ResultRow(path=str(path), sha256=sha256, size=size, status="error", error=reason,
                          settings_key=self.settings_key, rank=d.rank).to_json()
 
-    def insufficient_row(self, p: Prepared, measures: dict, reason: str, report_dir: Path, d: Dist) -> dict:
-        """The row of an image too flat to judge (detectors/content.py): verdict 'insufficient', not projected."""
+    def set_aside_row(self, p: Prepared, verdict: str, measures: dict, reason: str, report_dir: Path, d: Dist) -> dict:
+        """The row of an image that is not projected: `verdict` 'insufficient' (too flat to judge,
+        detectors/content.py) or 'out-of-domain' (detectors/domain.py), with the measures that decided it."""
         name = f"{p.image.sha256[:16]}-target.png"
         save_png(p.pixels, report_dir / ASSETS / name)
         w, h = p.image.original_size
         return ResultRow(
             path=str(p.path), sha256=p.image.sha256, size=p.path.stat().st_size, width=w, height=h,
-            format=p.image.format, status="ok", verdict="insufficient", probability=None,
+            format=p.image.format, status="ok", verdict=verdict, probability=None,
             features={k: _finite(v) for k, v in measures.items()}, steps=0, seconds=0.0,
             notes=[*p.notes, reason], alignment=p.alignment, settings_key=self.settings_key, rank=d.rank,
             target=f"{ASSETS}/{name}",
         ).to_json()
-
-    def out_of_domain_row(self, p: Prepared, features: dict, reason: str, report_dir: Path, d: Dist) -> dict:
-        """The row of an image outside the model's domain (detectors/domain.py): verdict 'out-of-domain', not
-        projected."""
-        row = self.insufficient_row(p, features, reason, report_dir, d)
-        row["verdict"] = "out-of-domain"
-        return row
 
     def ok_row(self, p: Prepared, s: ImageScore, report_dir: Path, d: Dist, *, triaged: bool = False) -> dict:
         stem = p.image.sha256[:16]
@@ -404,7 +398,7 @@ class Detector:
                 rest.append(p)
                 rest_measures.append(m)
             else:
-                self._emit_aside(done, emit, self.insufficient_row, p, m, reason, report_dir, d)
+                self._emit_aside(done, emit, p, "insufficient", m, reason, report_dir, d)
         if self.domain is None or not rest:
             return rest
         t0 = time.perf_counter()
@@ -417,14 +411,14 @@ class Detector:
                 inside.append(p)
             else:
                 features = {**m, "domain_distance": float(dist)}
-                self._emit_aside(done, emit, self.out_of_domain_row, p, features, reason, report_dir, d)
+                self._emit_aside(done, emit, p, "out-of-domain", features, reason, report_dir, d)
         return inside
 
-    def _emit_aside(self, done: dict, emit, make: Callable[..., dict], *args) -> None:
-        """Make a set-aside row, make(*args) (its target PNG written: timed as 'assets'), remember it for
+    def _emit_aside(self, done: dict, emit, *args) -> None:
+        """Make a set-aside row, set_aside_row(*args) (its target PNG written: timed as 'assets'), remember it for
         duplicates, emit it."""
         t0 = time.perf_counter()
-        row = make(*args)
+        row = self.set_aside_row(*args)
         self.timings["assets"] += time.perf_counter() - t0
         done[row["sha256"]] = row
         emit(row)

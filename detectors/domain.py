@@ -22,6 +22,7 @@ the feature network's identity, and refused with another network.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -67,6 +68,13 @@ class DomainCheck:
     def distances(self, features: np.ndarray) -> np.ndarray:
         """Mahalanobis distances of [N, D] embeddings. [N]"""
         return _mahalanobis(np.asarray(features, np.float64), self.mean, self.precision)
+
+    def fingerprint(self) -> str:
+        """What the check decides with (network, threshold, Gaussian), as a short digest."""
+        h = hashlib.sha256(f"{self.identity}|{self.threshold!r}".encode())
+        h.update(np.ascontiguousarray(self.mean, np.float64).tobytes())
+        h.update(np.ascontiguousarray(self.precision, np.float64).tobytes())
+        return h.hexdigest()[:16]
 
     def reason(self, distance: float) -> str | None:
         """Why an image at `distance` is outside the domain, or None when it is not."""
