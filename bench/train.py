@@ -3,6 +3,7 @@
     python -m bench.train                              # portraits64 on the CPU (about 1-2 minutes on 2 cores)
     python -m bench.train --device cuda                # portraits64 and paper256 (config-f sizes at 256 px)
     python -m bench.train --preset paper256 --batch 8 --steps 4 --threads 2
+    python -m bench.train --threads 2 --compare-memory-format   # NCHW against NHWC (the default), side by side
 
 Run from the repository root.
 
@@ -105,13 +106,14 @@ def synthetic_data(n: int, res: int, seed: int = 0) -> ImageDataset:
     return ImageDataset(rng.integers(0, 256, (n, 3, res, res), dtype=np.uint8), "synthetic")
 
 
-def bench_preset(preset: str, device: torch.device, args) -> dict:
-    overrides = dict(batch=args.batch, amp=args.amp or None)
+def bench_preset(preset: str, device: torch.device, args, channels_last: bool | None = None) -> dict:
+    overrides = dict(batch=args.batch, amp=args.amp or None, channels_last=channels_last)
     cfg = TrainConfig.from_preset("synthetic", "unused", preset, **overrides)
     g = cfg.g_config()
     print(f"\n{preset} on {device}: {g.resolution} px, z/w {g.z_dim}/{g.w_dim}, {g.mapping_layers} mapping layers, "
           f"channel_base {g.channel_base}, channel_max {g.channel_max}, batch {cfg.batch}"
-          f"{', bf16 autocast' if cfg.amp else ''}", flush=True)
+          f"{', bf16 autocast' if cfg.amp else ''}, {'channels-last' if cfg.channels_last else 'contiguous'} "
+          "memory", flush=True)
     t0 = time.perf_counter()
     st = T.build_state(cfg, device)
     n_g = sum(p.numel() for p in st.G.parameters())
@@ -185,6 +187,7 @@ def bench_preset(preset: str, device: torch.device, args) -> dict:
           f"measured mean {mean_step:.3f} s")
     result = {
         "preset": preset, "device": str(device), "res": g.resolution, "batch": cfg.batch,
+        "channels_last": cfg.channels_last,
         "sec_per_kimg": amortised * 1000 / cfg.batch,
         "measured_sec_per_kimg": mean_step * 1000 / cfg.batch,
         "cpu_sec_per_kimg": cpu_per_step * 1000 / cfg.batch,
@@ -214,7 +217,29 @@ def parse_args(argv=None):
     p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's choice)")
     p.add_argument("--amp", action="store_true", help="bf16 autocast for the main passes (CUDA only)")
     p.add_argument("--verbose", action="store_true", help="print every timed step")
+    p.add_argument("--compare-memory-format", action="store_true",
+                   help="time every preset with contiguous (NCHW) and channels-last (NHWC) memory, alternating "
+                        "--rounds times, and print the ratio")
+    p.add_argument("--rounds", type=int, default=3, help="with --compare-memory-format: rounds of the pair")
     return p.parse_args(argv)
+
+
+def compare_memory_format(presets: list[str], device: torch.device, args) -> list[dict]:
+    """Each preset timed in both memory formats, alternating (so that a change in the machine's load falls on both
+    alike); prints the median s/kimg of each and their ratio. Returns every run's result."""
+    results = []
+    for preset in presets:
+        runs: dict[bool, list[float]] = {False: [], True: []}
+        for _ in range(args.rounds):
+            for cl in (False, True):
+                r = bench_preset(preset, device, args, channels_last=cl)
+                runs[cl].append(r["sec_per_kimg"])
+                results.append(r)
+        nchw, nhwc = statistics.median(runs[False]), statistics.median(runs[True])
+        print(f"\n  {preset}: contiguous {nchw:.1f} s/kimg (runs {', '.join(f'{x:.1f}' for x in runs[False])}), "
+              f"channels-last {nhwc:.1f} s/kimg (runs {', '.join(f'{x:.1f}' for x in runs[True])}): "
+              f"{nchw / nhwc:.2f}x", flush=True)
+    return results
 
 
 def main(argv=None) -> None:
@@ -230,6 +255,11 @@ def main(argv=None) -> None:
 
     print_machine("Training speed (seconds per kimg, lower is better)", device)
     t0 = time.perf_counter()
+    if args.compare_memory_format:
+        compare_memory_format(presets, device, args)
+        print(f"load     {load_average()} at the end")
+        print(f"total {time.perf_counter() - t0:.0f} s")
+        return
     results = [bench_preset(p, device, args) for p in presets]
 
     print("\nSummary (ours: this machine; NVIDIA: published, other hardware and code, for reference only)")

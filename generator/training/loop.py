@@ -126,6 +126,8 @@ class TrainState:
 def build_state(cfg: TrainConfig, device: torch.device) -> TrainState:
     G = Generator(cfg.g_config(), seed=cfg.seed).train().to(device)
     D = Discriminator(cfg.d_config(), seed=cfg.seed + 1).train().to(device)
+    if cfg.channels_last:  # loading a state copies values into these tensors: the layout stays
+        G, D = G.to(memory_format=torch.channels_last), D.to(memory_format=torch.channels_last)
     G_ema = copy.deepcopy(G).eval().requires_grad_(False)
     g_lr, g_betas = lazy_adam_params(cfg.g_lr, cfg.betas, cfg.pl_interval if cfg.pl_weight > 0 else 0)
     d_lr, d_betas = lazy_adam_params(cfg.d_lr, cfg.betas, cfg.r1_interval)
@@ -269,6 +271,8 @@ def train_step(st: TrainState, cfg: TrainConfig, data: ImageDataset, device: tor
     gen = step_generator(cfg.seed, d.rank, st.step, device)
     idx = sample_indices(len(data), st.step * cfg.batch + d.rank * local, local, cfg.seed)
     real = data.batch(idx, device)
+    if cfg.channels_last:
+        real = real.contiguous(memory_format=torch.channels_last)
     if cfg.xflip:
         flip = torch.rand([local], device=device, generator=gen) < 0.5
         real = torch.where(flip[:, None, None, None], real.flip(3), real)
