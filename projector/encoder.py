@@ -224,6 +224,19 @@ def load_encoder(path: str | Path, generator: ModelInfo, device: torch.device | 
     path = Path(path)
     header = read_encoder_header(path)
     check_generator(header, generator, str(path))
+    return _read_encoder(path, header).to(device)
+
+
+def load_encoder_for_warm_start(path: str | Path) -> Encoder:
+    """An encoder file's network whatever generator it was trained for (its header in `.info`), on the CPU: the
+    start of a new encoder for another generator of the same geometry (train_encoder(init=...)), never a guesser
+    for detection. CheckpointError as in `load_encoder`."""
+    path = Path(path)
+    return _read_encoder(path, read_encoder_header(path))
+
+
+def _read_encoder(path: Path, header: dict) -> Encoder:
+    """The encoder a file holds, from its header (read_encoder_header): checked, in eval mode without gradients."""
     try:
         E = Encoder(EncoderConfig.from_dict(header["config"]), **header["geometry"])
     except (KeyError, TypeError, EncoderError) as e:
@@ -241,7 +254,7 @@ def load_encoder(path: str | Path, generator: ModelInfo, device: torch.device | 
         raise CheckpointError(f"{path}: the weights contain NaN or infinite values")
     E.load_state_dict(tensors, strict=True)
     E.info = header
-    return E.eval().requires_grad_(False).to(device)
+    return E.eval().requires_grad_(False)
 
 
 def bundled_encoder_path(model_name: str) -> Path | None:

@@ -37,7 +37,8 @@ from generator.networks import Generator, mix_styles
 from generator.training.loop import step_generator
 from generator.util.files import atomic_path
 from generator.util.imaging import resize_square, to_tensor, to_uint8
-from projector.encoder import Encoder, EncoderConfig, EncoderError, check_generator, save_encoder
+from projector.encoder import (Encoder, EncoderConfig, EncoderError, check_generator, load_encoder_for_warm_start,
+                               save_encoder)
 from projector.project import w_statistics
 
 STATE_FORMAT = "sgproject-encoder-training"
@@ -188,6 +189,20 @@ def _check_resume(snap: dict, info: ModelInfo, config, train_config, seed, batch
                                f"({snap[key]!r}); resume with the same settings, or start a new run elsewhere")
 
 
+def _warm_start(path: str | Path, config: EncoderConfig | None, G: Generator) -> Encoder:
+    """The encoder in `path` as the start of a new run for G: EncoderError unless it fits G's geometry and the
+    requested network (`config`, None: its own)."""
+    start = load_encoder_for_warm_start(path)
+    want = {"resolution": G.img_resolution, "w_dim": G.w_dim, "num_ws": G.num_ws, "img_channels": G.img_channels}
+    if start.geometry() != want:
+        raise EncoderError(f"--init {path}: made for a generator of another geometry ({start.geometry()}), not "
+                           f"{want}")
+    if config is not None and config != start.config:
+        raise EncoderError(f"--init {path}: its network ({start.config.to_dict()}) differs from the requested one "
+                           f"({config.to_dict()}); drop the network options to take its own")
+    return start
+
+
 def train_encoder(
     G: Generator,
     info: ModelInfo,  # G's identity: recorded in the encoder, checked on resume
@@ -201,6 +216,8 @@ def train_encoder(
     seed: int | None = None,  # of every random draw (default 0; with resume: the run's)
     device: torch.device | str | None = None,  # default: G's device
     resume: bool = False,  # continue from the state beside `out`
+    init: str | Path | None = None,  # a new run starts from this encoder file's weights (made for any generator of
+    # G's geometry, e.g. an earlier snapshot of the same training run) instead of a fresh network
     checkpoint_every: int = 500,  # steps between checkpoints (0: only at the end and when stopped)
     progress: Callable[[EncoderTick], None] | None = None,
     should_stop: Callable[[], bool] = lambda: False,  # polled after every step: True writes a checkpoint and returns
@@ -215,6 +232,8 @@ def train_encoder(
     perceptual = perceptual.to(device)
     if steps < 1:
         raise EncoderError(f"steps must be at least 1, got {steps}")
+    if resume and init is not None:
+        raise EncoderError("--init starts a new run; a resumed run continues from its own state")
     if resume:
         if not state_path.is_file():
             raise EncoderError(f"--resume: no training state at {state_path}")
@@ -232,12 +251,16 @@ def train_encoder(
         for p in (out, state_path):
             if p.exists():
                 raise EncoderError(f"{p} already exists; use --resume to continue that run, or another --out")
+        start = _warm_start(init, config, G) if init is not None else None
+        config = start.config if start is not None else config
         config, train_config = config or EncoderConfig(), train_config or EncoderTrainConfig()
         seed, batch = (0 if seed is None else seed), (batch or 32)
     if batch < 1:
         raise EncoderError(f"batch must be at least 1, got {batch}")
 
     E = Encoder(config, resolution=G.img_resolution, w_dim=G.w_dim, num_ws=G.num_ws, img_channels=G.img_channels)
+    if not resume and start is not None:
+        E.load_state_dict(start.state_dict())  # then this generator's w statistics replace the other's
     w_avg, w_std = w_statistics(G)
     E.set_w_statistics(w_avg, w_std)
     E = E.to(device).train()
@@ -247,18 +270,23 @@ def train_encoder(
         E.load_state_dict(snap["encoder"])
         opt.load_state_dict(snap["optimizer"])
         step, wall = int(snap["step"]), float(snap["seconds"])
+        init_record = snap.get("init")
+    else:
+        init_record = ({"identity": start.identity(), "generator": start.info.get("generator", {}),
+                        "steps": start.info.get("training", {}).get("steps")} if start is not None else None)
 
     recent: dict[str, collections.deque] = collections.defaultdict(lambda: collections.deque(maxlen=20))
     w_var = E.w_std.square()
 
     def checkpoint() -> Path:
         training = {"steps": step, "batch": batch, "images": step * batch, "seed": seed, "seconds": round(wall, 1),
+                    **({"init": init_record} if init_record else {}),
                     "perceptual": perceptual.identity, "train_config": train_config.to_dict(),
                     "last": {k: float(np.mean(v)) for k, v in recent.items()}}
         save_encoder(E, out, info, training=training)
         state = {"format": STATE_FORMAT, "version": STATE_VERSION, "generator": {"name": info.name,
                  "sha256": info.sha256}, "config": config.to_dict(), "train_config": train_config.to_dict(),
-                 "seed": seed, "batch": batch, "step": step, "seconds": wall,
+                 "seed": seed, "batch": batch, "step": step, "seconds": wall, "init": init_record,
                  "encoder": {k: v.detach().cpu() for k, v in E.state_dict().items()}, "optimizer": opt.state_dict()}
         with atomic_path(state_path) as tmp:
             torch.save(state, tmp)

@@ -29,6 +29,9 @@ def train_encoder(
     snap: int = typer.Option(500, "--snap", min=0, help="Checkpoint every this many steps (and at the end, and "
                              "on Ctrl-C)."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run of --out from its last checkpoint."),
+    init: Optional[Path] = typer.Option(None, "--init", help="Start from this encoder's weights (one trained for "
+                                        "another generator of the same size, e.g. an earlier snapshot of the same "
+                                        "training run) instead of a fresh network: far fewer steps for new weights."),
     vgg_weights: Optional[Path] = typer.Option(None, "--vgg-weights", help="VGG16 weights for LPIPS (.pth)."),
     device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda, cuda:N (default: cuda if available)."),
     threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads for torch (default: torch's)."),
@@ -41,6 +44,9 @@ def train_encoder(
       sgproject train-encoder --model portraits-64 --out out/portraits-64.encoder.safetensors --steps 3000
 
       sgproject train-encoder --model portraits-64 --out out/portraits-64.encoder.safetensors --resume --steps 6000
+
+      sgproject train-encoder --model training/run/network-latest.safetensors --out out/new.encoder.safetensors \
+          --init generator/weights/portraits-64.encoder.safetensors --steps 1000
     """
     # local: keeps --help fast
     from generator import load_generator
@@ -55,7 +61,7 @@ def train_encoder(
     config = EncoderConfig(w_plus=True) if w_plus else None
     train_config = None if lpips_batch is None else EncoderTrainConfig(lpips_batch=lpips_batch)
     err.print(f"model [bold]{info.name}[/] ({G.img_resolution}px, sha256 {info.sha256[:12]}), {perceptual.identity}, "
-              f"on {dev}; {'resuming' if resume else 'new run'} -> {out_path}")
+              f"on {dev}; {'resuming' if resume else 'new run'}{f' from {init}' if init else ''} -> {out_path}")
     with stop_on_signals(verbose=True) as should_stop, progress_bar() as bar:
         task = bar.add_task("training", total=steps)
 
@@ -68,7 +74,8 @@ def train_encoder(
                 bar.console.print(f"step {t.step}/{t.steps}  {line}", highlight=False)
 
         r = run_training(G, info, perceptual, out=out_path, steps=steps, batch=batch, config=config,
-                         train_config=train_config, seed=seed, device=dev, resume=resume, checkpoint_every=snap,
+                         train_config=train_config, seed=seed, device=dev, resume=resume, init=init,
+                         checkpoint_every=snap,
                          progress=on_tick, should_stop=should_stop)
     out.print(f"{'interrupted' if r.event == 'interrupted' else 'finished'} at step {r.step} "
               f"({num_parameters(r.encoder):,} parameters); encoder: {r.path}", highlight=False)

@@ -8,6 +8,7 @@ w_avg); the projector's fingerprint tells w_avg, encoder and different encoders 
 encoder is not used.
 """
 
+import copy
 import dataclasses
 import json
 
@@ -177,6 +178,55 @@ def test_resume_repeats_an_uninterrupted_run(tiny, tiny_info, perceptual, tmp_pa
     header = read_encoder_header(tmp_path / "b.safetensors")
     assert header["training"]["steps"] == 4 and header["training"]["images"] == 16
     assert header["training"]["perceptual"] == perceptual.identity
+
+
+def _later_snapshot(G, scale=0.02, seed=3):
+    """G with every weight moved a little, as a later snapshot of the same training run is; and its identity."""
+    H = copy.deepcopy(G)
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in H.parameters():
+            p.add_(torch.randn(p.shape, generator=gen) * scale * p.abs().mean().clamp_min(1e-3))  # scalars too
+    return H, ModelInfo(name="tiny-later", path=None, sha256="ef" * 32)
+
+
+def test_warm_start_from_an_encoder_of_an_earlier_snapshot(tiny, tiny_info, trained, perceptual, tmp_path):
+    """--init: a new encoder for new weights starts from the old encoder (this generator's w statistics in place
+    of the old one's) and records where it started; after the same two steps it guesses the new generator's images
+    far better than a fresh network does."""
+    old = save_encoder(trained, tmp_path / "old.safetensors", tiny_info, training={"steps": 120})
+    H, info = _later_snapshot(tiny)
+    kw = dict(steps=2, batch=8, train_config=NO_AUGMENT, checkpoint_every=0)
+    warm = train_encoder(H, info, perceptual, out=tmp_path / "warm.safetensors", init=old, **kw)
+    fresh = train_encoder(H, info, perceptual, out=tmp_path / "fresh.safetensors", config=SMALL, **kw)
+    header = read_encoder_header(warm.path)
+    assert header["generator"]["sha256"] == info.sha256 and header["config"] == SMALL.to_dict()  # its own config
+    assert header["training"]["init"] == {"identity": trained.identity(), "steps": 120,
+                                          "generator": {"name": "tiny", "sha256": tiny_info.sha256}}
+    w_avg, w_std = w_statistics(H)
+    assert torch.equal(warm.encoder.w_avg, w_avg) and float(warm.encoder.w_std) == pytest.approx(w_std)
+    x, w_true = held_out(H)
+    d = {name: float(((r.encoder.guess(x) - w_true).norm(dim=1) / w_std).mean()) for name, r in
+         (("warm", warm), ("fresh", fresh))}
+    assert d["warm"] < 0.9 * d["fresh"], d
+    load_encoder(warm.path, info)  # an encoder for the new weights, usable for detection
+
+
+def test_warm_start_refuses_what_does_not_fit(tiny, tiny_info, trained, perceptual, tmp_path):
+    old = save_encoder(trained, tmp_path / "old.safetensors", tiny_info)
+    kw = dict(steps=1, batch=4, checkpoint_every=0)
+    with pytest.raises(EncoderError, match="network"):
+        train_encoder(tiny, tiny_info, perceptual, out=tmp_path / "a.safetensors", init=old,
+                      config=dataclasses.replace(SMALL, hidden=64), **kw)
+    wide = Encoder(SMALL, resolution=64, w_dim=tiny.w_dim, num_ws=tiny.num_ws)
+    other = save_encoder(wide, tmp_path / "wide.safetensors", tiny_info)
+    with pytest.raises(EncoderError, match="geometry"):
+        train_encoder(tiny, tiny_info, perceptual, out=tmp_path / "b.safetensors", init=other, **kw)
+    train_encoder(tiny, tiny_info, perceptual, out=tmp_path / "c.safetensors", init=old, **kw)
+    with pytest.raises(EncoderError, match="new run"):
+        train_encoder(tiny, tiny_info, perceptual, out=tmp_path / "c.safetensors", init=old, resume=True, **kw)
+    with pytest.raises(CheckpointError):
+        train_encoder(tiny, tiny_info, perceptual, out=tmp_path / "d.safetensors", init=tmp_path / "none", **kw)
 
 
 def test_guess_beats_w_avg_on_unseen_generated_images(tiny, trained):
