@@ -27,7 +27,8 @@ def train(
     tick: float = typer.Option(1, "--tick", help="Progress and log every this many kimg."),
     gamma: Optional[float] = typer.Option(None, "--gamma", help="R1 weight (default 0.0002*res^2/batch)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the weights, data order and every random draw."),
-    lr: Optional[float] = typer.Option(None, "--lr", help="Adam learning rate of G and D (default: the preset's)."),
+    lr: Optional[float] = typer.Option(None, "--lr", help="Adam learning rate of G and D (default: the preset's; "
+                                    "with --resume: from here on, e.g. a decay late in training)."),
     pl_weight: float = typer.Option(2.0, "--pl-weight", help="Path-length regularisation weight (0: off)."),
     mixing: float = typer.Option(0.9, "--mixing", help="Style-mixing probability."),
     xflip: bool = typer.Option(False, "--xflip", help="Random horizontal flips of the real images."),
@@ -63,7 +64,8 @@ def train(
         dev = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
         torch.cuda.set_device(dev)
     if resume:
-        config = TrainConfig.for_resume(outdir, kimg=kimg, snap_kimg=snap, tick_kimg=tick, preset=cfg, resolution=res)
+        config = TrainConfig.for_resume(outdir, kimg=kimg, snap_kimg=snap, tick_kimg=tick, preset=cfg, resolution=res,
+                                        g_lr=lr, d_lr=lr)
         if data != config.data:
             err.print(f"[yellow]note:[/] resuming on the run's own data {config.data!r}, not {data!r}")
     else:

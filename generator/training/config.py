@@ -119,9 +119,11 @@ class TrainConfig:
     @classmethod
     def for_resume(
         cls, outdir: str | Path, *, kimg: float, snap_kimg: float, tick_kimg: float,
-        preset: str | None = None, resolution: int | None = None,
+        preset: str | None = None, resolution: int | None = None, g_lr: float | None = None,
+        d_lr: float | None = None,
     ) -> "TrainConfig":
-        """The config of the run in `outdir` (its config.json) with a new end and new intervals.
+        """The config of the run in `outdir` (its config.json) with a new end and new intervals, and new learning
+        rates where given (they apply from the resumed minibatch on: a decay late in training).
 
         The networks of a run are fixed: a `preset` or `resolution` that contradicts the run's is a TrainingError,
         not something to ignore silently (None: not given). The folder may have moved: `outdir` is taken as given.
@@ -133,6 +135,7 @@ class TrainConfig:
         try:
             d = json.loads(saved.read_text())
             d.update(kimg=kimg, snap_kimg=snap_kimg, tick_kimg=tick_kimg, outdir=str(outdir))
+            d.update({k: v for k, v in (("g_lr", g_lr), ("d_lr", d_lr)) if v is not None})
             config = cls(**d)
         except (ValueError, TypeError, AttributeError) as e:  # not JSON, not an object, unknown or missing fields
             reason = " ".join(str(e).split())[:200]

@@ -129,11 +129,16 @@ def build_state(cfg: TrainConfig, device: torch.device) -> TrainState:
     if cfg.channels_last:  # loading a state copies values into these tensors: the layout stays
         G, D = G.to(memory_format=torch.channels_last), D.to(memory_format=torch.channels_last)
     G_ema = copy.deepcopy(G).eval().requires_grad_(False)
-    g_lr, g_betas = lazy_adam_params(cfg.g_lr, cfg.betas, cfg.pl_interval if cfg.pl_weight > 0 else 0)
-    d_lr, d_betas = lazy_adam_params(cfg.d_lr, cfg.betas, cfg.r1_interval)
+    (g_lr, g_betas), (d_lr, d_betas) = adam_settings(cfg)
     G_opt = torch.optim.Adam(G.parameters(), lr=g_lr, betas=g_betas, eps=1e-8)
     D_opt = torch.optim.Adam(D.parameters(), lr=d_lr, betas=d_betas, eps=1e-8)
     return TrainState(G, D, G_ema, G_opt, D_opt, torch.zeros([], device=device))
+
+
+def adam_settings(cfg: TrainConfig) -> tuple[tuple[float, tuple[float, float]], tuple[float, tuple[float, float]]]:
+    """((lr, betas) of G's optimiser, the same of D's): the config's, rescaled for lazy regularisation."""
+    return (lazy_adam_params(cfg.g_lr, cfg.betas, cfg.pl_interval if cfg.pl_weight > 0 else 0),
+            lazy_adam_params(cfg.d_lr, cfg.betas, cfg.r1_interval))
 
 
 def load_state(path: Path, cfg: TrainConfig, device: torch.device) -> TrainState:
@@ -152,6 +157,11 @@ def load_state(path: Path, cfg: TrainConfig, device: torch.device) -> TrainState
     st.G_ema.load_state_dict(snap["G_ema"])
     st.G_opt.load_state_dict(snap["G_opt"])
     st.D_opt.load_state_dict(snap["D_opt"])
+    # The optimisers' moments come from the snapshot, their settings from the config (loading would restore the
+    # saved ones): a learning rate changed on resume applies, an unchanged one is the same number.
+    for opt, (lr, betas) in zip((st.G_opt, st.D_opt), adam_settings(cfg)):
+        for group in opt.param_groups:
+            group["lr"], group["betas"] = lr, betas
     st.pl_mean = snap["pl_mean"].to(device)
     st.step, st.nimg, st.wall = int(snap["step"]), int(snap["nimg"]), float(snap["wall"])
     return st
@@ -350,7 +360,8 @@ def train(
     if d.main:
         write_json_atomic(outdir / CONFIG_FILE, cfg.to_dict())
         _log(outdir, {"event": "start", "kimg": st.nimg / 1000, "data": data.source, "images": len(data),
-                      "skipped": len(data.skipped), "world": d.world, "device": str(device), "resume": resume})
+                      "skipped": len(data.skipped), "world": d.world, "device": str(device), "resume": resume,
+                              "g_lr": cfg.g_lr, "d_lr": cfg.d_lr})
 
     total_nimg = int(cfg.kimg * 1000)
     next_tick = (st.nimg // int(cfg.tick_kimg * 1000) + 1) * int(cfg.tick_kimg * 1000)

@@ -402,6 +402,28 @@ def test_a_new_run_in_a_used_folder_is_refused(data_dir, reference, tmp_path):
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # nothing written
 
 
+def test_resume_with_a_new_learning_rate_applies_it_from_there_on(data_dir, reference, tmp_path):
+    """--resume --lr: the optimisers keep their moments but take the new rate (loading alone would restore the
+    saved one), rescaled for lazy regularisation as at the start; config.json and the log record it."""
+    out = tmp_path / "run"
+    shutil.copytree(reference.out, out)
+    cfg = TrainConfig.for_resume(out, kimg=0.020, snap_kimg=1.0, tick_kimg=BATCH / 1000, g_lr=0.001, d_lr=0.0005)
+    assert (cfg.g_lr, cfg.d_lr) == (0.001, 0.0005)
+    st = train_mod.load_state(out / STATE_FILE, cfg, torch.device("cpu"))
+    (g_lr, g_betas), (d_lr, d_betas) = train_mod.adam_settings(cfg)
+    assert g_lr == pytest.approx(0.001 * 3 / 4) and d_lr == pytest.approx(0.0005 * 2 / 3)  # pl every 3, R1 every 2
+    assert [(g["lr"], tuple(g["betas"])) for g in st.G_opt.param_groups] == [(g_lr, g_betas)]
+    assert [(g["lr"], tuple(g["betas"])) for g in st.D_opt.param_groups] == [(d_lr, d_betas)]
+    saved = reference.snapshot["G_opt"]["state"]
+    assert all(torch.equal(st.G_opt.state_dict()["state"][k]["exp_avg"], v["exp_avg"]) for k, v in saved.items())
+    train(dataclasses.replace(cfg, kimg=0.024), resume=True)
+    assert json.loads((out / "config.json").read_text())["g_lr"] == 0.001
+    assert read_log(out)[-1]["event"] != "start" and [r for r in read_log(out) if r["event"] == "start"][-1][
+        "g_lr"] == 0.001
+    same = TrainConfig.for_resume(reference.out, kimg=0.016, snap_kimg=1.0, tick_kimg=BATCH / 1000)
+    assert same.g_lr == reference.snapshot["config"]["g_lr"]  # not given: the run's own
+
+
 def test_resume_with_another_preset_is_refused(data_dir, reference, tmp_path):
     out = tmp_path / "run"
     shutil.copytree(reference.out, out)
