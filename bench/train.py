@@ -224,22 +224,35 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-def compare_memory_format(presets: list[str], device: torch.device, args) -> list[dict]:
+def compare_memory_format(presets: list[str], device: torch.device, args) -> None:
     """Each preset timed in both memory formats, alternating (so that a change in the machine's load falls on both
-    alike); prints the median s/kimg of each and their ratio. Returns every run's result."""
-    results = []
+    alike); prints the median s/kimg of each and their ratio."""
     for preset in presets:
         runs: dict[bool, list[float]] = {False: [], True: []}
         for _ in range(args.rounds):
             for cl in (False, True):
-                r = bench_preset(preset, device, args, channels_last=cl)
-                runs[cl].append(r["sec_per_kimg"])
-                results.append(r)
+                runs[cl].append(bench_preset(preset, device, args, channels_last=cl)["sec_per_kimg"])
         nchw, nhwc = statistics.median(runs[False]), statistics.median(runs[True])
         print(f"\n  {preset}: contiguous {nchw:.1f} s/kimg (runs {', '.join(f'{x:.1f}' for x in runs[False])}), "
               f"channels-last {nhwc:.1f} s/kimg (runs {', '.join(f'{x:.1f}' for x in runs[True])}): "
               f"{nchw / nhwc:.2f}x", flush=True)
-    return results
+
+
+def print_summary(results: list[dict]) -> None:
+    """Our figures beside NVIDIA's published ones for the same resolutions."""
+    print("\nSummary (ours: this machine; NVIDIA: published, other hardware and code, for reference only)")
+    for r in results:
+        print(f"  ours     {r['preset']:<12} {r['res']:>4} px  batch {r['batch']:>3}  {r['device']:<7} "
+              f"{r['sec_per_kimg']:9.1f} s/kimg  ({r['cpu_sec_per_kimg']:.1f} CPU-s/kimg)")
+    resolutions = sorted({r["res"] for r in results})
+    for res in resolutions:
+        refs = [(label, src) for rr, label, src in REFERENCE if rr == res]
+        if not refs:
+            print(f"  NVIDIA   {res} px: no published figure for this size (column left empty)")
+        for label, src in refs:
+            print(f"  NVIDIA   {label}  [{src}]")
+    if not any(rr in resolutions for rr, _, _ in REFERENCE):
+        print("  (NVIDIA figures exist for 256 px and 1024 px: run --preset paper256 to compare, ideally on a GPU)")
 
 
 def main(argv=None) -> None:
@@ -257,24 +270,8 @@ def main(argv=None) -> None:
     t0 = time.perf_counter()
     if args.compare_memory_format:
         compare_memory_format(presets, device, args)
-        print(f"load     {load_average()} at the end")
-        print(f"total {time.perf_counter() - t0:.0f} s")
-        return
-    results = [bench_preset(p, device, args) for p in presets]
-
-    print("\nSummary (ours: this machine; NVIDIA: published, other hardware and code, for reference only)")
-    for r in results:
-        print(f"  ours     {r['preset']:<12} {r['res']:>4} px  batch {r['batch']:>3}  {r['device']:<7} "
-              f"{r['sec_per_kimg']:9.1f} s/kimg  ({r['cpu_sec_per_kimg']:.1f} CPU-s/kimg)")
-    resolutions = sorted({r["res"] for r in results})
-    for res in resolutions:
-        refs = [(label, src) for rr, label, src in REFERENCE if rr == res]
-        if not refs:
-            print(f"  NVIDIA   {res} px: no published figure for this size (column left empty)")
-        for label, src in refs:
-            print(f"  NVIDIA   {label}  [{src}]")
-    if not any(rr in resolutions for rr, _, _ in REFERENCE):
-        print("  (NVIDIA figures exist for 256 px and 1024 px: run --preset paper256 to compare, ideally on a GPU)")
+    else:
+        print_summary([bench_preset(p, device, args) for p in presets])
     print(f"load     {load_average()} at the end")
     print(f"total {time.perf_counter() - t0:.0f} s")
 

@@ -234,6 +234,7 @@ def train_encoder(
         raise EncoderError(f"steps must be at least 1, got {steps}")
     if resume and init is not None:
         raise EncoderError("--init starts a new run; a resumed run continues from its own state")
+    start = None  # a new run's warm start (`init`)
     if resume:
         if not state_path.is_file():
             raise EncoderError(f"--resume: no training state at {state_path}")
@@ -247,19 +248,23 @@ def train_encoder(
         _check_resume(snap, info, config, train_config, seed, batch, state_path)
         config, train_config = EncoderConfig.from_dict(snap["config"]), EncoderTrainConfig(**snap["train_config"])
         seed, batch = snap["seed"], snap["batch"]
+        init_record = snap.get("init")
     else:
         for p in (out, state_path):
             if p.exists():
                 raise EncoderError(f"{p} already exists; use --resume to continue that run, or another --out")
-        start = _warm_start(init, config, G) if init is not None else None
-        config = start.config if start is not None else config
+        if init is not None:
+            start = _warm_start(init, config, G)
+            config = start.config
+        init_record = ({"identity": start.identity(), "generator": start.info.get("generator", {}),
+                        "steps": start.info.get("training", {}).get("steps")} if start is not None else None)
         config, train_config = config or EncoderConfig(), train_config or EncoderTrainConfig()
         seed, batch = (0 if seed is None else seed), (batch or 32)
     if batch < 1:
         raise EncoderError(f"batch must be at least 1, got {batch}")
 
     E = Encoder(config, resolution=G.img_resolution, w_dim=G.w_dim, num_ws=G.num_ws, img_channels=G.img_channels)
-    if not resume and start is not None:
+    if start is not None:
         E.load_state_dict(start.state_dict())  # then this generator's w statistics replace the other's
     w_avg, w_std = w_statistics(G)
     E.set_w_statistics(w_avg, w_std)
@@ -270,10 +275,6 @@ def train_encoder(
         E.load_state_dict(snap["encoder"])
         opt.load_state_dict(snap["optimizer"])
         step, wall = int(snap["step"]), float(snap["seconds"])
-        init_record = snap.get("init")
-    else:
-        init_record = ({"identity": start.identity(), "generator": start.info.get("generator", {}),
-                        "steps": start.info.get("training", {}).get("steps")} if start is not None else None)
 
     recent: dict[str, collections.deque] = collections.defaultdict(lambda: collections.deque(maxlen=20))
     w_var = E.w_std.square()

@@ -39,6 +39,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 from generator.checkpoint import read_header
 from generator.util.files import file_sha256, write_json_atomic
@@ -60,7 +61,19 @@ SG = [sys.executable, "-m", "sgproject"]
 class Step:
     name: str
     commands: list[list[str]]  # run in order from the repository root; a failing command stops the release
-    after: str = ""  # what happens besides the commands, in words (for --list)
+    after: str = ""  # what `then` does, in words (for --list)
+    then: Callable[[], None] | None = None  # run after the commands
+    stdout_json: Path | None = None  # the last command's standard output (JSON) is written here
+
+
+def _copy_encoder(src: Path, dst: Path, *, keep: bool = False) -> Callable[[], None]:
+    """An encoder file and its .json copied to `dst`; with `keep`, never over an existing copy."""
+    def copy() -> None:
+        if keep and dst.is_file():
+            return
+        shutil.copy2(src, dst)
+        shutil.copy2(src.with_suffix(".json"), dst.with_suffix(".json"))
+    return copy
 
 
 def steps(a: argparse.Namespace) -> list[Step]:
@@ -69,11 +82,13 @@ def steps(a: argparse.Namespace) -> list[Step]:
     resume = ["--resume"] if (w / "encoder.state.pt").is_file() else ["--init", str(w / "start.encoder.safetensors")]
     stress = shlex.split(a.stress_args)
     return [
-        Step("keep-encoder", [], "copy the bundled encoder (+ .json) to WORK/start.encoder.safetensors"),
+        # never overwritten: after `bundle` it is the only copy of the encoder the new one starts from
+        Step("keep-encoder", [], "copy the bundled encoder (+ .json) to WORK/start.encoder.safetensors",
+             _copy_encoder(ENCODER, w / "start.encoder.safetensors", keep=True)),
         Step("bundle", [[*PY, "-m", "tools.build_bundle", str(a.run_dir), "--network", a.network]]),
         Step("encoder", [[*SG, "train-encoder", "--model", NAME, "--out", str(enc_out), *resume,
                           "--steps", str(a.encoder_steps), "--threads", str(a.threads)]],
-             f"copy {enc_out.name} (+ .json) to {ENCODER.relative_to(ROOT)}"),
+             f"copy {enc_out.name} (+ .json) to {ENCODER.relative_to(ROOT)}", _copy_encoder(enc_out, ENCODER)),
         Step("reals", [[*PY, "-m", "tools.calibration_reals", str(w / "calib-real")],
                        [*PY, "-m", "tools.calibration_reals", str(w / "domain-real"), "--portraits", "600",
                         "--photos", "0", "--start", "80000"],
@@ -92,7 +107,8 @@ def steps(a: argparse.Namespace) -> list[Step]:
                                   "--out", str(CALIBRATIONS / f"{NAME}.paper.json")]]),
         Step("fid", [[*SG, "metrics", "--model", NAME, "--data", "portraits:5000:1", "--feature-net", "portraits",
                       "--n-gen", "5000", "--metrics", "fid,pr", "--json"]],
-             f"its output to {(RESULTS / 'fid-pr-portraits64.json').relative_to(ROOT)}"),
+             f"its output to {(RESULTS / 'fid-pr-portraits64.json').relative_to(ROOT)}",
+             stdout_json=RESULTS / "fid-pr-portraits64.json"),
         Step("bench-detect", [[*PY, "-m", "bench.detect", "--n", "100", "--setups", "encoder:25,encoder:0",
                                "--out", str(RESULTS / "detect-portraits64-trust-n100.json")]]),
         Step("stress", [[*PY, "-m", "bench.stress", "--n", "50", *stress, "--out",
@@ -104,23 +120,15 @@ def steps(a: argparse.Namespace) -> list[Step]:
     ]
 
 
-def run_step(step: Step, a: argparse.Namespace) -> None:
-    w = a.work
-    if step.name == "keep-encoder":
-        if not (w / "start.encoder.safetensors").is_file():  # never overwritten: after `bundle` it is the only copy
-            shutil.copy2(ENCODER, w / "start.encoder.safetensors")
-            shutil.copy2(ENCODER.with_suffix(".json"), w / "start.encoder.json")
-        return
+def run_step(step: Step) -> None:
     for cmd in step.commands:
         print(f"$ {shlex.join(cmd)}", flush=True)
-        if step.name == "fid":
-            result = subprocess.run(cmd, cwd=ROOT, check=True, stdout=subprocess.PIPE, text=True)
-            write_json_atomic(RESULTS / "fid-pr-portraits64.json", json.loads(result.stdout))
-        else:
-            subprocess.run(cmd, cwd=ROOT, check=True)
-    if step.name == "encoder":
-        shutil.copy2(w / "encoder.safetensors", ENCODER)
-        shutil.copy2(w / "encoder.json", ENCODER.with_suffix(".json"))
+        captured = step.stdout_json is not None and cmd is step.commands[-1]
+        result = subprocess.run(cmd, cwd=ROOT, check=True, text=True, stdout=subprocess.PIPE if captured else None)
+        if captured:
+            write_json_atomic(step.stdout_json, json.loads(result.stdout))
+    if step.then is not None:
+        step.then()
 
 
 def load_progress(a: argparse.Namespace) -> dict:
@@ -179,7 +187,7 @@ def main(argv=None) -> None:
         if not is_done(progress, s.name):
             print(f"\n== {s.name}", flush=True)
             t0 = time.time()
-            run_step(s, a)
+            run_step(s)
             if s.name == "bundle":
                 progress["sha256"] = file_sha256(WEIGHTS)
                 kimg = read_header(WEIGHTS).get("info", {}).get("training", {}).get("kimg")
