@@ -17,8 +17,8 @@ the rest get N steps (`decided_by_the_guess` counts the first); beside a
 calibrated `encoder:N` and `encoder:0`, `cascade:N*` is the cascade derived from their rows, without running it
 again (its seconds: the guess's plus the N-step run's for the images that go on). Default:
 `calibrated`, each setup for which a calibration exists (the model's
-bundled ones, detectors/calibrations/<model>*.json, and --calibration), found by the projector settings'
-fingerprint. A setup with a calibration is judged exactly as `detect` judges (probability, then verdict bands);
+bundled ones, detectors/calibrations/<model>*.json, and --calibration), found by its start (w_avg or this
+encoder's guess) and number of steps; the setup then projects with the calibration's own settings. A setup with a calibration is judged exactly as `detect` judges (probability, then verdict bands);
 one without gets `cv`: a logistic model on the same features, 5-fold cross-validated on these images, so that its
 AUC can be compared but it has no verdicts.
 
@@ -83,6 +83,14 @@ def calibrations_of(model_sha256: str, model_name: str, explicit: list[Path]) ->
     return [c for c in cals if c.model_sha256 == model_sha256]
 
 
+def calibration_of_setup(cals: list[Calibration], cfg: ProjectorConfig) -> Calibration | None:
+    """The calibration made for a setup: the same start (w_avg, or this encoder's guess) and number of steps; its
+    other projector settings (learning rate, zoom-and-shift search, ...) are the calibration's own."""
+    return next((c for c in cals if c.projector.get("init", "w_avg") == cfg.init
+                 and c.projector.get("num_steps") == cfg.num_steps
+                 and c.projector.get("encoder_sha256") == cfg.encoder_sha256), None)
+
+
 def make_setup(spec: str, info, encoder: Encoder | None, cals: list[Calibration], use_calibration: bool) -> Setup:
     start, _, steps = spec.partition(":")
     if start not in ("w_avg", "encoder", "cascade") or not steps.isdigit():
@@ -91,13 +99,12 @@ def make_setup(spec: str, info, encoder: Encoder | None, cals: list[Calibration]
         sys.exit(f"setup {spec!r}: {info.name} has no bundled encoder; pass --encoder")
     E = encoder if start != "w_avg" else None
     cfg = projector_config(E, num_steps=int(steps))
-    cal = next((c for c in cals if c.projector_fingerprint == cfg.fingerprint()), None) if use_calibration else None
-    if cal is not None:  # its projector settings, e.g. another learning rate
+    cal = calibration_of_setup(cals, cfg) if use_calibration else None
+    if cal is not None:  # its projector settings, e.g. another learning rate or the zoom-and-shift search
         cfg = ProjectorConfig(**cal.projector)
     triage = None
     if start == "cascade":
-        fast = projector_config(E, num_steps=0).fingerprint()
-        triage = next((c for c in cals if c.projector_fingerprint == fast), None)
+        triage = calibration_of_setup(cals, projector_config(E, num_steps=0))
         if cal is None or triage is None:
             sys.exit(f"setup {spec!r} needs calibrations of {steps} steps and of 0 steps from the encoder's guess")
     return Setup(spec, cfg, E, cal, triage)
@@ -140,6 +147,8 @@ def figures_of(rows: list[dict], cal: Calibration | None) -> dict:
             "auc": roc_auc(p, y), "tpr_at_1fpr": tpr_at_fpr(p, y, 0.01), "tpr_at_5fpr": tpr_at_fpr(p, y, 0.05),
             "verdict_accuracy": float(np.mean(decided)) if decided else float("nan"),
             "wrong": int(sum(not d for d in decided)),
+            "real_called_generated": sum(v == "generated" and not t for v, t in zip(verdicts, y)),
+            "generated_called_real": sum(v == "real" and bool(t) for v, t in zip(verdicts, y)),
             "uncertain": sum(v == "uncertain" for v in verdicts),
             "insufficient": sum(v == "insufficient" for v in verdicts),
         })
