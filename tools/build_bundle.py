@@ -7,7 +7,8 @@ Run from the repository root.
 
 1. copies RUN_DIR/NETWORK to generator/weights/portraits-64.safetensors, with the model card in its header and in
    generator/weights/portraits-64.json (config, data recipe, kimg, wall time, hardware);
-2. writes docs/portraits64_grid.png (seeds 0-15) and docs/portraits64_training.png? (no: the grid only);
+2. writes docs/portraits64_grid.png (seeds 0-15, stored noise) and, beside it for comparison,
+   docs/portraits64_renders.png (held-out procedural portraits of set 1, indices 0-15, at the model's resolution);
 3. regenerates samples/: face.png (a generated portrait), generated-*.png (fresh seeds), real-*.png (held-out
    procedural portraits of set 1, which training never saw: it used set 0) and labels.csv.
 
@@ -71,6 +72,8 @@ def build_grid_and_samples() -> None:
     G, info = load_safetensors_generator(WEIGHTS_DIR / f"{NAME}.safetensors")
     imgs = [a for _, a in generate_images(G, list(range(16)), noise_mode="const")]
     save_png(make_grid(imgs, cols=4), ROOT / "docs" / "portraits64_grid.png")
+    renders = [render_portrait(REAL_SET, i, G.img_resolution)[0] for i in range(16)]
+    save_png(make_grid(renders, cols=4), ROOT / "docs" / "portraits64_renders.png")
     samples = ROOT / "samples"
     samples.mkdir(exist_ok=True)
     for old in samples.glob("*.png"):
@@ -90,7 +93,8 @@ def build_grid_and_samples() -> None:
         w = csv.DictWriter(f, fieldnames=["file", "label", "source"])
         w.writeheader()
         w.writerows(rows)
-    print(f"wrote {len(rows)} samples and labels.csv; grid docs/portraits64_grid.png ({info.sha256[:12]})")
+    print(f"wrote {len(rows)} samples and labels.csv; grids docs/portraits64_grid.png and "
+          f"portraits64_renders.png ({info.sha256[:12]})")
 
 
 def write_evaluation(fid_path: Path | None, bench_path: Path | None) -> None:
