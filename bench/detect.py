@@ -16,11 +16,11 @@ N steps; `encoder:N` starts at the model's bundled encoder's guess (or --encoder
 the rest get N steps (`decided_by_the_guess` counts the first); beside a
 calibrated `encoder:N` and `encoder:0`, `cascade:N*` is the cascade derived from their rows, without running it
 again (its seconds: the guess's plus the N-step run's for the images that go on). Default:
-`calibrated`, each setup for which a calibration exists (the model's
-bundled ones, detectors/calibrations/<model>*.json, and --calibration), found by its start (w_avg or this
-encoder's guess) and number of steps; the setup then projects with the calibration's own settings. A setup with a calibration is judged exactly as `detect` judges (probability, then verdict bands);
-one without gets `cv`: a logistic model on the same features, 5-fold cross-validated on these images, so that its
-AUC can be compared but it has no verdicts.
+`calibrated`, each setup for which a calibration exists (the model's bundled ones,
+detectors/calibrations/<model>*.json, and --calibration), found by its start (w_avg or this encoder's guess) and
+number of steps; the setup then projects with the calibration's own settings. A setup with a calibration is judged
+exactly as `detect` judges (probability, then verdict bands); one without gets `cv`: a logistic model on the same
+features, 5-fold cross-validated on these images, so that its AUC can be compared but it has no verdicts.
 
 Real images: held-out procedural portraits (set 1, indices from 20000; training used set 0, the calibration
 set 1 from 10000, samples/ set 1 from 0). Generated images: the model's own outputs for fresh seeds (from

@@ -73,6 +73,11 @@ def _group_dir(root: Path, truth: str, group: str) -> Path:
     return root / truth / group
 
 
+def snapshot_group(k: int) -> str:
+    """The group name of the k-th --snapshot (from 0): `snapshot`, `snapshot2`, ..."""
+    return "snapshot" + (str(k + 1) if k else "")
+
+
 def load_snapshot(path: Path, G: Generator, device: torch.device) -> Generator:
     """A snapshot of G's architecture: a training state (its G_ema) or a network file `--model` takes."""
     if path.suffix == ".pt":
@@ -109,7 +114,7 @@ def build(root: Path, G: Generator, n: int, real_start: int, gen_start: int, pho
         made[str(d)] = "real"
     others = {"tiny": load_generator("tiny", device)[0]}
     for k, path in enumerate(snapshots):
-        others["snapshot" + (str(k + 1) if k else "")] = load_snapshot(path, G, device)
+        others[snapshot_group(k)] = load_snapshot(path, G, device)
     others["random-net"] = Generator(G.cfg, seed=photo_seed + 1).to(device).eval()
     for oi, (group, O) in enumerate(others.items()):
         d = _group_dir(root, "other", group)
@@ -291,7 +296,7 @@ def main() -> None:
                      **{k: r.get(k) for k in ROW_KEYS}})
     s = summarise(rows)
     s.update({"n_per_group": a.n, "real_start": a.real_start, "gen_start": a.gen_start, "photo_seed": a.photo_seed,
-              "snapshots": {"snapshot" + (str(k + 1) if k else ""): str(p) for k, p in enumerate(snapshots)},
+              "snapshots": {snapshot_group(k): str(p) for k, p in enumerate(snapshots)},
               "seconds": round(seconds, 1), "seconds_per_image": round(seconds / max(len(rows), 1), 3),
               "calibration": det.run_info(None, t1, init_distributed(), partial=False)["calibration"],
               "machine": machine_lines(dev), "time_s": det.timings})
