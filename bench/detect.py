@@ -141,14 +141,16 @@ def figures_of(rows: list[dict], cal: Calibration | None) -> dict:
             "insufficient" if "detail" in r["features"] and insufficient_reason(r["features"], cal.content)
             else cal.verdict(float(v))
             for r, v in zip(rows, p)]  # the content check as detect applies it (before projection)
-        decided = [(v == "generated") == bool(t) for v, t in zip(verdicts, y) if v in ("generated", "real")]
+        n_decided = sum(v in ("generated", "real") for v in verdicts)
+        real_gen = sum(v == "generated" and not t for v, t in zip(verdicts, y))
+        gen_real = sum(v == "real" and bool(t) for v, t in zip(verdicts, y))
         fig.update({
             "decision": "calibrated",
             "auc": roc_auc(p, y), "tpr_at_1fpr": tpr_at_fpr(p, y, 0.01), "tpr_at_5fpr": tpr_at_fpr(p, y, 0.05),
-            "verdict_accuracy": float(np.mean(decided)) if decided else float("nan"),
-            "wrong": int(sum(not d for d in decided)),
-            "real_called_generated": sum(v == "generated" and not t for v, t in zip(verdicts, y)),
-            "generated_called_real": sum(v == "real" and bool(t) for v, t in zip(verdicts, y)),
+            "verdict_accuracy": 1 - (real_gen + gen_real) / n_decided if n_decided else float("nan"),
+            "wrong": real_gen + gen_real,
+            "real_called_generated": real_gen,
+            "generated_called_real": gen_real,
             "uncertain": sum(v == "uncertain" for v in verdicts),
             "insufficient": sum(v == "insufficient" for v in verdicts),
         })
