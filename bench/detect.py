@@ -51,8 +51,8 @@ from PIL import Image
 
 from bench._common import cpu_model, pick_device
 from detectors.batch import DetectSettings, Detector
-from detectors.calibration import (CALIBRATIONS_DIR, Calibration, cross_validate, feature_matrix, roc_auc,
-                                   tpr_at_fpr)
+from detectors.calibration import (CALIBRATIONS_DIR, Calibration, calibration_for, cross_validate, feature_matrix,
+                                   roc_auc, tpr_at_fpr)
 from detectors.content import insufficient_reason
 from detectors.scoring import FEATURES
 from detectors.variants import write_variant
@@ -74,6 +74,7 @@ class Setup:
     encoder: Encoder | None
     calibration: Calibration | None
     triage: Calibration | None = None  # cascade: the calibration of the encoder's guess alone
+    escalation: Calibration | None = None  # cascade: the second look's (the model's deep calibration), if any
 
 
 def calibrations_of(model_sha256: str, model_name: str, explicit: list[Path]) -> list[Calibration]:
@@ -102,12 +103,14 @@ def make_setup(spec: str, info, encoder: Encoder | None, cals: list[Calibration]
     cal = calibration_of_setup(cals, cfg) if use_calibration else None
     if cal is not None:  # its projector settings, e.g. another learning rate or the zoom-and-shift search
         cfg = ProjectorConfig(**cal.projector)
-    triage = None
+    triage = escalation = None
     if start == "cascade":
         triage = calibration_of_setup(cals, projector_config(E, num_steps=0))
         if cal is None or triage is None:
             sys.exit(f"setup {spec!r} needs calibrations of {steps} steps and of 0 steps from the encoder's guess")
-    return Setup(spec, cfg, E, cal, triage)
+        deep = calibration_for(info.name, variant="deep")  # the second look, as `detect` uses it
+        escalation = deep if deep is not None and deep.model_sha256 == info.sha256 else None
+    return Setup(spec, cfg, E, cal, triage, escalation)
 
 
 def variant(pixels: np.ndarray, name: str, path: Path) -> Path:
@@ -199,7 +202,7 @@ def project_rows(setups: list[Setup], variants: list[str], n: int, G, info, perc
                 det = Detector(G, info, perceptual, DetectSettings(config=st.config, batch_size=batch_size,
                                                                    references=refs),
                                calibration=st.calibration if st.triage else None, device=dev, encoder=st.encoder,
-                               triage=st.triage)
+                               triage=st.triage, escalation=st.escalation)
                 t0 = time.time()
                 result = det.run([tmp / "in"], tmp / f"report-{st.name.replace(':', '-')}", formats=("json",))
                 dt = time.time() - t0
@@ -227,31 +230,43 @@ def add_derived_cascades(by: dict, setups: list[str], cal_of: dict) -> None:
     """For each calibrated `encoder:N` (N > 0) beside a calibrated `encoder:0`, the rows the cascade `cascade:N`
     would give, derived from theirs (setup `cascade:N*`; both stages' computations are those rows': an image's
     projection does not depend on its batch): 'real' where the guess's calibration says so, else the N-step verdict;
-    seconds per image: the guess's plus, for the images that go on, the N-step run's."""
+    seconds per image: the guess's plus, for the images that go on, the N-step run's. Beside a longer calibrated
+    `encoder:M` too, also the cascade with M steps as its second look (`cascade:N+M*`): the images the N-step
+    calibration leaves uncertain take the M-step row's verdict, and its seconds on top."""
     fast = cal_of.get("encoder:0")
     if fast is None:
         return
-    for name in [n for n in setups if n.startswith("encoder:") and n != "encoder:0" and cal_of.get(n)]:
-        derived = f"cascade:{name.split(':')[1]}*"
-        for v in {v for (n, v) in by if n == name}:
-            if ("encoder:0", v) not in by:
-                continue
-            first = {r["name"]: r for r in by[("encoder:0", v)]}
-            full, cal = by[(name, v)], cal_of[name]
-            rows = []
-            for r in full:
-                g = first[r["name"]]
-                p0 = float(fast.probability(g["features"]))
-                verdict = fast.verdict(p0)
-                decided = verdict == "real"  # the cascade clears images as real only (detectors.batch)
-                p = p0 if decided else float(cal.probability(r["features"]))
-                rows.append({**(g if decided else r), "setup": derived, "probability": p,
-                             "verdict": verdict if decided else cal.verdict(p), "triaged": decided,
-                             "seconds": g["seconds"] + (0.0 if decided else r["seconds"])})
-            by[(derived, v)] = rows
-        if derived not in setups:
-            setups.append(derived)
-            cal_of[derived] = cal
+    calibrated = sorted((int(n.split(":")[1]), n) for n in setups if n.startswith("encoder:") and cal_of.get(n))
+    for steps, name in [(k, n) for k, n in calibrated if k > 0]:
+        longer = [n for k, n in calibrated if k > steps]
+        for second, derived in [(None, f"cascade:{steps}*")] + [(n, f"cascade:{steps}+{n.split(':')[1]}*")
+                                                                 for n in longer[-1:]]:
+            for v in {v for (n, v) in by if n == name}:
+                if ("encoder:0", v) not in by or (second is not None and (second, v) not in by):
+                    continue
+                first = {r["name"]: r for r in by[("encoder:0", v)]}
+                deep = {r["name"]: r for r in by[(second, v)]} if second is not None else {}
+                cal = cal_of[name]
+                rows = []
+                for r in by[(name, v)]:
+                    g = first[r["name"]]
+                    p0 = float(fast.probability(g["features"]))
+                    if fast.verdict(p0) == "real":  # the cascade clears images as real only (detectors.batch)
+                        rows.append({**g, "setup": derived, "probability": p0, "verdict": "real", "triaged": True})
+                        continue
+                    p = float(cal.probability(r["features"]))
+                    row = {**r, "setup": derived, "probability": p, "verdict": cal.verdict(p), "triaged": False,
+                           "seconds": g["seconds"] + r["seconds"]}
+                    if second is not None and row["verdict"] == "uncertain":
+                        e, ecal = deep[r["name"]], cal_of[second]
+                        p = float(ecal.probability(e["features"]))
+                        row = {**e, "setup": derived, "probability": p, "verdict": ecal.verdict(p), "triaged": False,
+                               "seconds": row["seconds"] + e["seconds"]}
+                    rows.append(row)
+                by[(derived, v)] = rows
+            if derived not in setups and any(n == derived for n, _ in by):
+                setups.append(derived)
+                cal_of[derived] = cal
 
 
 def main() -> None:

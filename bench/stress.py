@@ -66,7 +66,7 @@ GEN_GROUPS = ("clean", "random-noise", "trunc0.5", "jpeg75", "jpeg90", "resize0.
               "bright1.1", "noise2")
 VERDICTS = ("generated", "uncertain", "real", "insufficient", "out-of-domain", "error")
 SNAPSHOT = Path("training/portraits64/training-state.pt")
-ROW_KEYS = ("status", "error", "verdict", "probability", "steps", "features")  # what --rows-out keeps of a row
+ROW_KEYS = ("status", "error", "verdict", "probability", "steps", "features", "notes")  # what --rows-out keeps of a row
 
 
 def _group_dir(root: Path, truth: str, group: str) -> Path:
@@ -143,8 +143,9 @@ def group_of(path: str, root: Path) -> tuple[str, str]:
     return rel[0], rel[1]
 
 
-def summarise(rows: list[dict]) -> dict:
-    """Per (truth, group): n, the count of each verdict, the median P; and the targets."""
+def summarise(rows: list[dict], second_look_steps: int | None = None) -> dict:
+    """Per (truth, group): n, the count of each verdict, the median P, how many got the second look (rows of
+    `second_look_steps` steps, when the run had one); and the targets."""
     by: dict[tuple[str, str], list[dict]] = {}
     for r in rows:
         by.setdefault((r["truth"], r["group"]), []).append(r)
@@ -156,6 +157,8 @@ def summarise(rows: list[dict]) -> dict:
         ps = [r["probability"] for r in rs if r.get("probability") is not None]
         groups[f"{truth}/{group}"] = {"truth": truth, "group": group, "n": len(rs), **counts,
                                       "median_p": float(np.median(ps)) if ps else None}
+        if second_look_steps:
+            groups[f"{truth}/{group}"]["second_look"] = sum(r.get("steps") == second_look_steps for r in rs)
     real = [g for g in groups.values() if g["truth"] == "real"]
     gen = [g for g in groups.values() if g["truth"] == "generated"]
     n_gen = sum(g["n"] for g in gen)
@@ -170,10 +173,13 @@ def summarise(rows: list[dict]) -> dict:
 
 
 def print_summary(s: dict) -> None:
-    print(f"{'group':24s} {'n':>4s} " + " ".join(f"{v:>13s}" for v in VERDICTS) + f" {'median P':>9s}")
+    look = any("second_look" in g for g in s["groups"].values())
+    print(f"{'group':24s} {'n':>4s} " + " ".join(f"{v:>13s}" for v in VERDICTS) + f" {'median P':>9s}"
+          + (f" {'2nd look':>8s}" if look else ""))
     for name, g in s["groups"].items():
         mp = "" if g["median_p"] is None else f"{g['median_p']:.3f}"
-        print(f"{name:24s} {g['n']:4d} " + " ".join(f"{g[v]:13d}" for v in VERDICTS) + f" {mp:>9s}")
+        print(f"{name:24s} {g['n']:4d} " + " ".join(f"{g[v]:13d}" for v in VERDICTS) + f" {mp:>9s}"
+              + (f" {g.get('second_look', 0):8d}" if look else ""))
     t = s["targets"]
     print(f"targets: real called generated {t['real_called_generated']} (target 0); worst generated group "
           f"called generated {t['worst_generated_group_share']} (target >= 0.9); generated called real "
@@ -247,6 +253,10 @@ def main() -> None:
                     f"repeatable; default: {SNAPSHOT} when it exists)")
     ap.add_argument("--no-cascade", action="store_true", help="optimise every image (for --features: a row the "
                     "cascade cleared has the guess's features, not the projection's)")
+    ap.add_argument("--no-escalate", action="store_true", help="no second look: leave what the calibration calls "
+                    "uncertain so, without the longer projection")
+    ap.add_argument("--escalation", type=Path, default=None, help="the second look's calibration (default: the "
+                    "model's bundled deep one)")
     ap.add_argument("--device", default=None)
     ap.add_argument("--workdir", type=Path, default=None, help="keep the images and the report here")
     ap.add_argument("--out", type=Path, default=None, help="write the figures (JSON)")
@@ -285,6 +295,7 @@ def main() -> None:
         from_guess = cal is not None and cal.projector.get("init") == "encoder"
         det = Detector.from_options(a.model, dev, calibration=a.calibration,
                                     references=tuple(REFERENCES) if from_guess else (), cascade=not a.no_cascade,
+                                    escalate=not a.no_escalate, escalation=a.escalation,
                                     warn=lambda m: None)
         t1 = time.time()
         result = det.run([root / "images"], root / "report", command="bench.stress")
@@ -294,7 +305,7 @@ def main() -> None:
         truth, group = group_of(r["path"], root / "images")
         rows.append({"file": str(Path(r["path"]).relative_to(root / "images")), "truth": truth, "group": group,
                      **{k: r.get(k) for k in ROW_KEYS}})
-    s = summarise(rows)
+    s = summarise(rows, det.escalation.projector.get("num_steps") if det.escalation is not None else None)
     s.update({"n_per_group": a.n, "real_start": a.real_start, "gen_start": a.gen_start, "photo_seed": a.photo_seed,
               "snapshots": {snapshot_group(k): str(p) for k, p in enumerate(snapshots)},
               "seconds": round(seconds, 1), "seconds_per_image": round(seconds / max(len(rows), 1), 3),

@@ -134,13 +134,17 @@ class Detector:
         encoder: Encoder | None = None,  # the start of every projection when settings.config.init == 'encoder'
         triage: Calibration | None = None,  # the cascade's first stage: a calibration of the encoder's guess alone
         domain: DomainCheck | None = None,  # with a calibration: images outside it are 'out-of-domain'
+        escalation: Calibration | None = None,  # the cascade's last stage: a calibration of a longer projection from
+        # the same guess, which judges the images the calibration leaves 'uncertain'
     ):
         self.G, self.model, self.perceptual, self.settings = G, model, perceptual, settings
-        self.encoder, self.triage = encoder, triage
+        self.encoder, self.triage, self.escalation = encoder, triage, escalation
         self.domain = domain if calibration is not None else None  # verdicts need a calibration
         self._domain_net = self.domain.network(device) if self.domain is not None else None
         if triage is not None:
             _check_triage(triage, settings.config, encoder, calibration)
+        if escalation is not None:
+            _check_escalation(escalation, settings.config, encoder, calibration, perceptual.identity, settings.align)
         self.timings: dict[str, float] = {}  # seconds per stage of the last run() (run.json 'time_s')
         self.calibration, self.device, self.warn = calibration, torch.device(device), warn
         self._video: dict | None = None  # with settings.video, during run(): codec, frame_every, fps (run.json)
@@ -148,6 +152,8 @@ class Detector:
         if calibration is not None:
             # the calibration alone (ids of runs without a cascade are what they were), else both
             what = calibration.to_dict() if triage is None else [calibration.to_dict(), triage.to_dict()]
+            if escalation is not None:  # ids of runs without the last stage are what they were
+                what = [what, escalation.to_dict()]
             if self.domain is not None:  # ids of runs without a domain check are what they were
                 what = [what, self.domain.fingerprint()]
             cal_id = hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()[:16]
@@ -168,6 +174,8 @@ class Detector:
         use_encoder: bool = True,  # False (uncalibrated only): start at w_avg even when the model has an encoder
         cascade: bool = True,  # clear first, by the encoder's guess alone, what the triage calibration calls real
         triage: str | Path | None = None,  # the cascade's calibration file; None: the model's bundled fast one
+        escalate: bool = True,  # judge what the calibration leaves uncertain again on a longer projection
+        escalation: str | Path | None = None,  # that stage's calibration file; None: the model's bundled deep one
         domain: str | Path | None = None,  # a domain check file (detectors/domain.py); None: the model's bundled one
         use_domain: bool = True,  # False: judge images outside the model's domain too
         seed: int = 0,
@@ -188,7 +196,7 @@ class Detector:
             if steps not in (None, 0):
                 raise CalibrationError(f"fast triage projects no steps; it cannot be combined with {steps} steps")
             steps = 0
-        cal = calibration_for(info.name, calibration, fast=fast) if use_calibration else None
+        cal = calibration_for(info.name, calibration, variant="fast" if fast else "") if use_calibration else None
         if cal is not None:
             cfg = ProjectorConfig(**cal.projector)
             if steps is not None:
@@ -213,7 +221,7 @@ class Detector:
             perceptual = load_perceptual(vgg_weights, device, warn=warn)
         tri = None
         if cascade and cal is not None and cfg.init == "encoder" and cfg.num_steps > 0:
-            tri = calibration_for(info.name, triage, fast=True)
+            tri = calibration_for(info.name, triage, variant="fast")
             if tri is not None and triage is None:  # the bundled one, where it fits
                 try:
                     _check_triage(tri, cfg, E, cal)
@@ -224,12 +232,23 @@ class Detector:
                                    "guess, with the cascade on")
         if tri is not None and tri.perceptual != perceptual.identity:
             raise CalibrationError(f"the triage calibration was made with {tri.perceptual}, not {perceptual.identity}")
+        deep = None
+        if escalate and cal is not None and cfg.init == "encoder" and cfg.num_steps > 0:
+            deep = calibration_for(info.name, escalation, variant="deep")
+            if deep is not None and escalation is None:  # the bundled one, where it fits
+                try:
+                    _check_escalation(deep, cfg, E, cal, perceptual.identity, align)
+                except CalibrationError:
+                    deep = None
+        elif escalation is not None:
+            raise CalibrationError("--escalation needs a calibrated projection of at least one step from an "
+                                   "encoder's guess, with escalation on")
         refs = tuple(dict.fromkeys([*references, *(cal.references() if cal is not None else ())]))
         if refs and E is None:
             raise CalibrationError(f"complexity references ({', '.join(refs)}) are measured with an encoder, and "
                                    f"{info.name} has none: pass --encoder FILE")
         settings = DetectSettings(config=cfg, seed=seed, align=align,
-                                  wplus=wplus or (cal is not None and "lpips_wplus" in cal.features),
+                                  wplus=wplus or any("lpips_wplus" in c.features for c in (cal, deep) if c),
                                   batch_size=batch_size or auto_batch_size(G, torch.device(device), 64),
                                   video=video, references=refs)
         dom = None
@@ -239,7 +258,7 @@ class Detector:
             raise CalibrationError("--domain needs a calibration (without one there are no verdicts) and the domain "
                                    "check on")
         return cls(G, info, perceptual, settings, calibration=cal, device=device, warn=warn, encoder=E, triage=tri,
-                   domain=dom)
+                   domain=dom, escalation=deep)
 
     # ------------------------------------------------------------------------------------------------- rows
 
@@ -266,7 +285,11 @@ class Detector:
             target=f"{ASSETS}/{name}",
         ).to_json()
 
-    def ok_row(self, p: Prepared, s: ImageScore, report_dir: Path, d: Dist, *, triaged: bool = False) -> dict:
+    def ok_row(self, p: Prepared, s: ImageScore, report_dir: Path, d: Dist, *, stage: str = "main",
+               first: ImageScore | None = None) -> dict:
+        """The row of a judged image. `stage`: which of the cascade's calibrations judges it: 'triage' (the guess
+        alone cleared it), 'main', or 'escalated' (the main calibration left it uncertain: `first` is that score,
+        `s` the longer projection's)."""
         stem = p.image.sha256[:16]
         assets = report_dir / ASSETS
         rel = {}
@@ -284,15 +307,19 @@ class Detector:
             except VideoError as e:  # the judgement stands without its video
                 notes.append(f"no projection video: {e}")
         probability = verdict = None
-        cal = self.triage if triaged else self.calibration
+        cal = {"triage": self.triage, "main": self.calibration, "escalated": self.escalation}[stage]
         if cal is not None:
             probability = float(cal.probability(s.features))
             verdict = cal.verdict(probability)
         if "lpips" not in s.features:
             notes.append("judged without LPIPS (its calibration uses none): the heat map shows pixel differences")
-        if triaged:
+        if stage == "triage":
             notes.append("cleared by the encoder's guess alone (cascade: its fast calibration already says "
                          "'real'); not optimised")
+        if stage == "escalated" and first is not None:
+            p1 = self.calibration.probability(first.features)
+            notes.append(f"uncertain after {first.projection.steps} steps (P {p1:.3f}): judged on a longer projection "
+                         f"({s.projection.steps} steps from the same guess) with its own calibration")
         w, h = p.image.original_size
         return ResultRow(
             path=str(p.path), sha256=p.image.sha256, size=p.path.stat().st_size, width=w, height=h,
@@ -369,18 +396,15 @@ class Detector:
                         batch = self._triage(batch, report_dir, d, done, emit)
                     if not batch:
                         continue
-                    targets = to_tensor([p.pixels for p in batch])
-                    scores = score_batch(
-                        self.G, targets, config=self.settings.config, perceptual=self.perceptual,
-                        seed=self.settings.seed, device=self.device, wplus=self.settings.wplus,
-                        degradations=[p.degradation for p in batch], callback=on_step,
-                        frame_every=self._video["frame_every"] if self._video else None, encoder=self.encoder,
-                        timings=self.timings, references=self.settings.references,
-                        perceptual_features=_needs_lpips(self.calibration, self.settings.config,
-                                                         self.settings.wplus, self.settings.references),
-                    )
+                    scores = self._score(batch, self.settings.config, self.settings.references, on_step)
+                    uncertain = []
                     for p, s in zip(batch, scores):
-                        self._emit_ok(p, s, report_dir, d, done, emit)
+                        if self.escalation is not None and self._verdict(self.calibration, s) == "uncertain":
+                            uncertain.append((p, s))
+                        else:
+                            self._emit_ok(p, s, report_dir, d, done, emit)
+                    if uncertain:
+                        self._escalate(uncertain, report_dir, d, done, emit, on_step)
         except KeyboardInterrupt:
             interrupted = True
         return self._finish(report_dir, rows, started, d, command, formats, interrupted)
@@ -439,14 +463,42 @@ class Detector:
             if self.triage.verdict(self.triage.probability(s.features)) != "real":
                 rest.append(p)
             else:
-                self._emit_ok(p, s, report_dir, d, done, emit, triaged=True)
+                self._emit_ok(p, s, report_dir, d, done, emit, stage="triage")
         return rest
 
+    def _score(self, batch: list[Prepared], config: ProjectorConfig, references: tuple[str, ...],
+               on_step=None) -> list[ImageScore]:
+        """Project and score a batch with `config` (the run's projection, or the last stage's longer one)."""
+        res = self.G.img_resolution
+        frame_every = frame_stride(config.num_steps, (res, res, 3)) if self._video else None
+        return score_batch(
+            self.G, to_tensor([p.pixels for p in batch]), config=config, perceptual=self.perceptual,
+            seed=self.settings.seed, device=self.device, wplus=self.settings.wplus,
+            degradations=[p.degradation for p in batch], callback=on_step, frame_every=frame_every,
+            encoder=self.encoder, timings=self.timings, references=references,
+            perceptual_features=_needs_lpips(self.calibration, config, self.settings.wplus, references),
+        )
+
+    @staticmethod
+    def _verdict(cal: Calibration, s: ImageScore) -> str:
+        return cal.verdict(cal.probability(s.features))
+
+    def _escalate(self, uncertain: list[tuple[Prepared, ImageScore]], report_dir: Path, d: Dist, done: dict, emit,
+                  on_step=None) -> None:
+        """The cascade's last stage: project the images the calibration left uncertain again, longer (the escalation
+        calibration's settings, from the same guess), and judge them with that calibration. A longer projection
+        reproduces more of the model's own images (bench/stress.py), so fewer of them stay uncertain."""
+        config = ProjectorConfig(**self.escalation.projector)
+        refs = tuple(dict.fromkeys([*self.settings.references, *self.escalation.references()]))
+        scores = self._score([p for p, _ in uncertain], config, refs, on_step)
+        for (p, first), s in zip(uncertain, scores):
+            self._emit_ok(p, s, report_dir, d, done, emit, stage="escalated", first=first)
+
     def _emit_ok(self, p: Prepared, s: ImageScore, report_dir: Path, d: Dist, done: dict, emit, *,
-                 triaged: bool = False) -> None:
+                 stage: str = "main", first: ImageScore | None = None) -> None:
         """The row of a judged image (its assets written: timed as 'assets'), remembered for duplicates, emitted."""
         t0 = time.perf_counter()
-        row = self.ok_row(p, s, report_dir, d, triaged=triaged)
+        row = self.ok_row(p, s, report_dir, d, stage=stage, first=first)
         self.timings["assets"] += time.perf_counter() - t0
         done[p.image.sha256] = row
         emit(row)
@@ -506,6 +558,11 @@ class Detector:
                 t = self.triage
                 cal["triage"] = {"path": t.source_path, "t_generated": t.t_generated, "t_real": t.t_real,
                                  "auc": t.metrics.get("auc"), "n_generated": t.n_generated, "n_real": t.n_real}
+            if self.escalation is not None:  # the cascade's last stage
+                e = self.escalation
+                cal["escalation"] = {"path": e.source_path, "steps": e.projector.get("num_steps"),
+                                     "t_generated": e.t_generated, "t_real": e.t_real, "auc": e.metrics.get("auc"),
+                                     "n_generated": e.n_generated, "n_real": e.n_real}
         return {
             "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
             "finished": None if partial else now_iso(), "duration_s": round(time.time() - started, 1),
@@ -603,6 +660,25 @@ def _check_triage(triage: Calibration, config: ProjectorConfig, encoder: Encoder
     if triage.projector_fingerprint != fast.fingerprint() or triage.model_sha256 != calibration.model_sha256:
         raise CalibrationError(f"the triage calibration{f' {triage.source_path}' if triage.source_path else ''} is not "
                                "of this model's encoder guess alone (0 steps from the same encoder)")
+
+
+def _check_escalation(deep: Calibration, config: ProjectorConfig, encoder: Encoder | None,
+                      calibration: Calibration | None, perceptual: str, align: bool) -> None:
+    """CalibrationError unless `deep` calibrates a longer projection of this model from the same encoder's guess
+    as `config`, with the same perceptual network and alignment, and there is a calibration for `config` itself."""
+    where = f"the escalation calibration{f' {deep.source_path}' if deep.source_path else ''}"
+    if calibration is None or encoder is None or config.init != "encoder" or config.num_steps < 1:
+        raise CalibrationError("escalation needs a calibration, an encoder and a projection of at least one step "
+                               "from its guess")
+    steps = deep.projector.get("num_steps", 0)
+    if (deep.projector.get("init") != "encoder" or deep.projector.get("encoder_sha256") != encoder.identity()
+            or steps <= config.num_steps):
+        raise CalibrationError(f"{where} is not of a longer projection from encoder {encoder.identity()}'s guess "
+                               f"(it has {steps} steps from {deep.projector.get('init', 'w_avg')}; this run "
+                               f"{config.num_steps})")
+    deep.check_compatible(model_sha256=calibration.model_sha256,
+                          projector_fingerprint=ProjectorConfig(**deep.projector).fingerprint(),
+                          perceptual=perceptual, align=align, projector=deep.projector)
 
 
 def _write_reports(report_dir: Path, rows: list[dict], run_info: dict, formats, partial: bool) -> dict:

@@ -613,19 +613,25 @@ def fit_calibration(
 # ---------------------------------------------------------------------------------------------- finding one
 
 
-def bundled_calibration_path(model_name: str, *, fast: bool = False) -> Path | None:
-    """detectors/calibrations/<model_name>.json (with `fast`: <model_name>.fast.json, for the encoder's guess
-    alone) when it exists."""
-    path = CALIBRATIONS_DIR / f"{model_name}{'.fast' if fast else ''}.json"
+VARIANTS = ("", "fast", "deep")  # bundled calibrations of a model: the default, the guess alone, the second look
+
+
+def bundled_calibration_path(model_name: str, *, variant: str = "") -> Path | None:
+    """detectors/calibrations/<model_name>.json when it exists; with `variant` 'fast', <model_name>.fast.json (the
+    encoder's guess alone: `detect --fast` and the cascade's first stage); 'deep', <model_name>.deep.json (the
+    cascade's last stage: a longer projection of the images the default one leaves uncertain)."""
+    if variant not in VARIANTS:
+        raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
+    path = CALIBRATIONS_DIR / f"{model_name}{'.' + variant if variant else ''}.json"
     return path if path.is_file() else None
 
 
 def calibration_for(model_name: str, explicit_path: str | Path | None = None, *,
-                    fast: bool = False) -> Calibration | None:
-    """The explicit file when given, else the model's bundled calibration (its fast one with `fast`), else None."""
+                    variant: str = "") -> Calibration | None:
+    """The explicit file when given, else the model's bundled calibration (of `variant`), else None."""
     if explicit_path is not None:
         return Calibration.load(explicit_path)
-    path = bundled_calibration_path(model_name, fast=fast)
+    path = bundled_calibration_path(model_name, variant=variant)
     return Calibration.load(path) if path is not None else None
 
 

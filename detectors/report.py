@@ -522,6 +522,12 @@ def _glance(run: dict, summary: dict) -> list[tuple[str, str]]:
             out.append(("Cascade", f"first the encoder's guess alone (its own calibration{auc}): images it shows to "
                                    "be real are not optimised (their rows say so); every other verdict rests on the "
                                    "optimised projection"))
+        esc = cal.get("escalation")
+        if isinstance(esc, dict):
+            auc = f", AUC {esc['auc']:.3f}" if isinstance(esc.get("auc"), (int, float)) else ""
+            out.append(("Second look", f"images the projection leaves uncertain are projected again, longer "
+                                       f"({esc.get('steps', '?')} steps from the same guess), and judged by that "
+                                       f"projection's own calibration{auc} (their rows say so)"))
     else:
         out.append(("Calibration", "none: scores only, no verdicts"))
     proj = run.get("projector")

@@ -41,6 +41,12 @@ def detect(
                                     "encoder's guess alone already shows to be real (the cascade's first stage)."),
     triage: Optional[Path] = typer.Option(None, "--triage", help="The cascade's calibration of the encoder's guess "
                                           "alone (default: the model's bundled fast calibration)."),
+    no_escalate: bool = typer.Option(False, "--no-escalate", help="Leave an image 'uncertain' when the projection "
+                                     "leaves it so, instead of projecting it again, longer (the cascade's second "
+                                     "look)."),
+    escalation: Optional[Path] = typer.Option(None, "--escalation", help="Calibration of the second look: a longer "
+                                              "projection from the same guess (default: the model's bundled deep "
+                                              "calibration)."),
     encoder: Optional[Path] = typer.Option(None, "--encoder", help="Encoder whose guess starts each projection "
                                            "(default: the model's bundled one, when its calibration uses one)."),
     domain: Optional[Path] = typer.Option(None, "--domain", help="Domain check from `sgproject calibrate-domain` "
@@ -62,8 +68,10 @@ def detect(
     made by it. With a calibration that starts each projection at the model's encoder's guess (the bundled model's
     default), an image that the guess alone already shows to be real is not optimised at all (the cascade; a
     'generated' verdict always rests on the optimised projection; --no-cascade optimises every image, --fast
-    none). Results are appended to REPORT/results.jsonl as each image finishes (nothing is lost on Ctrl-C;
-    --resume continues), and REPORT/report.html, report.json and report.csv show the evidence side by side.
+    none). An image the projection leaves uncertain gets a second look: a longer projection from the same guess,
+    judged by its own calibration (the model's deep calibration; --no-escalate skips it). Results are appended to
+    REPORT/results.jsonl as each image finishes (nothing is lost on Ctrl-C; --resume continues), and
+    REPORT/report.html, report.json and report.csv show the evidence side by side.
 
     Verdicts: generated, real (not made by this model), uncertain; insufficient: an image too flat to be
     evidence (nearly uniform, a plain gradient, heavily blurred); out-of-domain: not the kind of image the model
@@ -104,8 +112,8 @@ def detect(
     warn = (lambda m: err.print(f"[bold yellow]warning:[/] {escape(m)}")) if rank == 0 else (lambda m: None)
     detector = Detector.from_options(model, dev, calibration=calibration, use_calibration=not no_calibration,
                                      steps=steps, fast=fast, encoder=encoder, cascade=not no_cascade,
-                                     triage=triage, domain=domain, use_domain=not no_domain_check,
-                                     seed=seed, align=align, wplus=wplus,
+                                     triage=triage, escalate=not no_escalate, escalation=escalation,
+                                     domain=domain, use_domain=not no_domain_check, seed=seed, align=align, wplus=wplus,
                                      batch_size=batch_size, vgg_weights=vgg_weights, video=video, warn=warn)
     cal, info = detector.calibration, detector.model
     if cal is None and not no_calibration:
@@ -119,6 +127,7 @@ def detect(
         f"{'no steps (fast triage: ' + start + ')' if n_steps == 0 else f'{n_steps} steps {start}'}, "
         f"{'calibrated' if cal else 'uncalibrated'}"
         f"{', cascade (the guess alone clears what it shows to be real)' if detector.triage else ''}"
+        f"{_second_look(detector.escalation)}"
         f"{', domain check' if detector.domain else ''}, on {dev}")
 
     old_term = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
@@ -163,6 +172,13 @@ def _conclude(result, *, calibrated: bool, report: Path) -> None:
                if calibrated else f"{judged} scored (no calibration)")
     err.print(f"{c['total']} files: {summary}, {c['error']} could not be judged. Report: {where}", highlight=False)
     raise typer.Exit(result.exit_code())
+
+
+def _second_look(escalation) -> str:
+    """The status line's words for the cascade's last stage (none without one)."""
+    if escalation is None:
+        return ""
+    return f", second look ({escalation.projector.get('num_steps')} steps) for what stays uncertain"
 
 
 def _raise_keyboard_interrupt(signum, frame):

@@ -168,10 +168,13 @@ def test_video_without_the_extra_warns_and_links_the_mpeg4_files(tmp_path, monke
     assert "<video" not in html and f'<a href="{row["video"]}">' in html and "browsers do not play it" in html
 
 
-def _calibration_file(path: Path, steps: int, t_generated: float, t_real: float) -> Path:
+def _calibration_file(path: Path, steps: int, t_generated: float, t_real: float, encoder=None) -> Path:
+    """A calibration of `steps` from w_avg (from `encoder`'s guess, given one), its bands set by hand."""
     G, info = load_generator("tiny", "cpu")
     perceptual = load_perceptual(device="cpu")
     cfg = ProjectorConfig(num_steps=steps)
+    if encoder is not None:
+        cfg = cfg.using_encoder(encoder)
     cal = fit_calibration([{"lpips": 0.01 * (1 + 0.1 * i)} for i in range(4)],
                           [{"lpips": 0.1 * (1 + 0.1 * i)} for i in range(4)], kind="threshold",
                           model_sha256=info.sha256, model_name=info.name, projector=cfg.to_dict(),
@@ -199,6 +202,33 @@ def test_exit_codes_with_calibration(tmp_path):
     r = _detect(tmp_path / "in", "--model", "tiny", "--steps", "6", "--report", tmp_path / "r4",
                 "--calibration", flag)
     assert r.exit_code == 2 and "num_steps" in r.stderr, r.output
+
+
+def test_second_look_for_what_stays_uncertain(tmp_path):
+    """With an escalation calibration, images the calibration leaves uncertain are projected again, longer, and
+    judged by it (here: called generated, exit 1); --no-escalate leaves them uncertain (exit 0)."""
+    from projector.encoder import Encoder, EncoderConfig, save_encoder
+    from projector.project import w_statistics
+
+    _images(tmp_path / "in", 2)
+    G, info = load_generator("tiny", "cpu")
+    E = Encoder(EncoderConfig(channel_base=256, channel_max=32, hidden=32), resolution=32, w_dim=G.w_dim,
+                num_ws=G.num_ws)
+    E.set_w_statistics(*w_statistics(G))
+    enc = save_encoder(E, tmp_path / "tiny.encoder.safetensors", info)
+    unsure = _calibration_file(tmp_path / "unsure.json", 2, 2.0, -1.0, encoder=E)
+    deep = _calibration_file(tmp_path / "deep.json", 3, 0.0, -1.0, encoder=E)
+    base = (tmp_path / "in", "--model", "tiny", "--encoder", enc, "--calibration", unsure, "--no-cascade")
+    r = _detect(*base, "--escalation", deep, "--report", tmp_path / "r1")
+    assert r.exit_code == 1, r.output
+    assert "second look (3 steps)" in " ".join(clean_lines(r.stderr))
+    rows = list(read_results(tmp_path / "r1" / "results.jsonl"))
+    assert [(row["verdict"], row["steps"]) for row in rows] == [("generated", 3)] * 2
+    r = _detect(*base, "--escalation", deep, "--no-escalate", "--report", tmp_path / "r0")
+    assert_clean_failure(r, "--escalation needs")
+    r = _detect(*base, "--no-escalate", "--report", tmp_path / "r0")
+    assert r.exit_code == 0, r.output
+    assert [row["verdict"] for row in read_results(tmp_path / "r0" / "results.jsonl")] == ["uncertain"] * 2
 
 
 def test_align_records_the_alignment(tmp_path):

@@ -137,6 +137,22 @@ def test_generated_images_are_easier_from_their_encoders_guess(parts, encoders):
     assert start.lpips < avg.lpips
 
 
+@pytest.fixture
+def steps_seen(monkeypatch) -> list[tuple[int, int]]:
+    """(steps, images) of every score_batch call that detection makes, in order."""
+    import detectors.batch as batch
+
+    seen = []
+    real_score_batch = batch.score_batch
+
+    def spy(G_, targets, *, config, **kw):
+        seen.append((config.num_steps, len(targets)))
+        return real_score_batch(G_, targets, config=config, **kw)
+
+    monkeypatch.setattr(batch, "score_batch", spy)
+    return seen
+
+
 def _cal(parts, E, steps, t_generated, t_real):
     """A calibration of `steps` from E's guess, its bands set by hand (test_batch._calibration)."""
     cfg = ProjectorConfig(num_steps=steps, init="encoder", encoder_sha256=E.identity())
@@ -144,23 +160,14 @@ def _cal(parts, E, steps, t_generated, t_real):
 
 
 @pytest.mark.parametrize("guess_says", ["real", "uncertain", "generated"])
-def test_cascade_clears_only_what_the_guess_shows_real(parts, encoders, tmp_path, monkeypatch, guess_says):
+def test_cascade_clears_only_what_the_guess_shows_real(parts, encoders, tmp_path, steps_seen, guess_says):
     """Where the triage calibration says 'real' an image gets that verdict from the guess (0 steps, a note says so)
     and is never optimised; where it says 'uncertain' or 'generated' the image goes on to the full projection and
     its calibration (an accusation always rests on the optimised projection)."""
-    import detectors.batch as batch
     from detectors.batch import DetectSettings
 
     G, info, perceptual = parts
     (E, _), _ = encoders
-    steps_seen = []
-    real_score_batch = batch.score_batch
-
-    def spy(G_, targets, *, config, **kw):
-        steps_seen.append((config.num_steps, len(targets)))
-        return real_score_batch(G_, targets, config=config, **kw)
-
-    monkeypatch.setattr(batch, "score_batch", spy)
     full = _cal(parts, E, 2, 2.0, 1.0)  # calls everything real
     bands = {"real": (2.0, 1.0), "uncertain": (2.0, -1.0), "generated": (0.0, -1.0)}[guess_says]
     triage = _cal(parts, E, 0, *bands)
@@ -224,3 +231,50 @@ def test_a_guess_judged_without_lpips_makes_no_vgg_pass(parts, encoders, tmp_pat
     assert calls == [] and len(rows) == 3
     assert all(r["verdict"] in ("generated", "uncertain", "real") and "lpips" not in r["features"] for r in rows)
     assert all("pixel differences" in r["notes"][-1] for r in rows)
+
+
+@pytest.mark.parametrize("first_says", ["real", "uncertain", "generated"])
+def test_a_second_look_judges_only_what_stays_uncertain(parts, encoders, tmp_path, steps_seen, first_says):
+    """The cascade's last stage: an image the calibration leaves 'uncertain' is projected again with the escalation
+    calibration's longer settings from the same guess and judged by that calibration (its row says so, with the
+    first probability); an image the calibration decides keeps that verdict and is projected once."""
+    from detectors.batch import DetectSettings
+
+    G, info, perceptual = parts
+    (E, _), _ = encoders
+    bands = {"real": (2.0, 1.0), "uncertain": (2.0, -1.0), "generated": (0.0, -1.0)}[first_says]
+    main = _cal(parts, E, 2, *bands)
+    deep = _cal(parts, E, 3, 0.0, -1.0)  # calls everything generated
+    settings = DetectSettings(config=ProjectorConfig(**main.projector), batch_size=3)
+    det = Detector(G, info, perceptual, settings, calibration=main, encoder=E, escalation=deep)
+    rows = det.run(_images(tmp_path / "in"), tmp_path / "r").all_rows
+    if first_says == "uncertain":
+        assert steps_seen == [(2, 3), (3, 3)]
+        assert all(r["verdict"] == "generated" and r["steps"] == 3 for r in rows)
+        assert all(any("uncertain after 2 steps (P " in n and "3 steps" in n for n in r["notes"]) for r in rows)
+    else:
+        assert steps_seen == [(2, 3)]
+        assert all(r["verdict"] == first_says and r["steps"] == 2 for r in rows)
+    run = json.loads((tmp_path / "r" / "run.json").read_text())
+    assert run["calibration"]["escalation"]["steps"] == 3
+    assert "Second look" in (tmp_path / "r" / "report.html").read_text()
+    # a run with the last stage is another setting than one without (resume does not mix their rows)
+    assert det.settings_key != Detector(G, info, perceptual, settings, calibration=main, encoder=E).settings_key
+
+
+def test_an_escalation_must_be_a_longer_projection_from_the_same_guess(parts, encoders):
+    from detectors.batch import DetectSettings
+
+    G, info, perceptual = parts
+    (E, _), (E2, _) = encoders
+    main = _cal(parts, E, 2, 2.0, -1.0)
+    settings = DetectSettings(config=ProjectorConfig(**main.projector), batch_size=3)
+    for deep, why in ((_cal(parts, E, 2, 0.0, -1.0), "longer projection"),  # not longer
+                      (_cal(parts, E2, 3, 0.0, -1.0), "longer projection"),  # another encoder
+                      (_calibration(parts, 0.0, -1.0), "longer projection")):  # from w_avg
+        with pytest.raises(CalibrationError, match=why):
+            Detector(G, info, perceptual, settings, calibration=main, encoder=E, escalation=deep)
+    other = _cal(parts, E, 3, 0.0, -1.0)
+    other.model_sha256 = "0" * 64
+    with pytest.raises(CalibrationError, match="model sha256"):
+        Detector(G, info, perceptual, settings, calibration=main, encoder=E, escalation=other)

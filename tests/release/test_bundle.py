@@ -53,7 +53,7 @@ def test_bundled_encoder_and_calibrations_belong_together():
     E = encoder_for(info)
     assert E is not None, "the bundled encoder was trained for other weights: retrain it (sgproject train-encoder)"
     steps = Calibration.load(bundled_calibration_path("portraits-64"))
-    fast = Calibration.load(bundled_calibration_path("portraits-64", fast=True))
+    fast = Calibration.load(bundled_calibration_path("portraits-64", variant="fast"))
     for cal in (steps, fast):
         assert cal.model_sha256 == info.sha256 and cal.n_real >= 100 and cal.n_generated >= 100
         assert cal.projector["init"] == "encoder" and cal.projector["encoder_sha256"] == E.identity()

@@ -21,7 +21,7 @@ def test_list_prints_every_step_in_order_with_its_command(run, tmp_path, capsys)
     reship.main([str(run), "--network", "network-000950.safetensors", "--work", str(tmp_path / "w"), "--list"])
     out = capsys.readouterr().out
     names = [line.split("] ")[1] for line in out.splitlines() if line.startswith("[")]
-    assert names == ["keep-encoder", "bundle", "encoder", "reals", "calibrate", "calibrate-fast", "calibrate-domain",
+    assert names == ["keep-encoder", "bundle", "encoder", "reals", "calibrate", "calibrate-deep", "calibrate-fast", "calibrate-domain",
                      "calibrate-paper", "fid", "bench-detect", "stress", "card"]
     assert all(line.startswith("[todo]") for line in out.splitlines() if line.startswith("["))
     assert "--init" in out and str(tmp_path / "w" / "start.encoder.safetensors") in out  # the new encoder's start
