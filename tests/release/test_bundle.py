@@ -67,6 +67,25 @@ def test_bundled_encoder_and_calibrations_belong_together():
     assert cascade_start.fingerprint() == fast.projector_fingerprint
 
 
+def test_bundled_second_look_continues_the_default_calibration():
+    """The deep calibration is the cascade's last stage: the default calibration's projection with more steps (the
+    same encoder, zoom and shift, hard negatives and images), so `detect` uses it for what stays uncertain."""
+    import dataclasses
+
+    from detectors.batch import Detector
+
+    _, info = load_generator("portraits-64")
+    steps = Calibration.load(bundled_calibration_path("portraits-64"))
+    deep = Calibration.load(bundled_calibration_path("portraits-64", variant="deep"))
+    assert deep.model_sha256 == info.sha256 and deep.projector["num_steps"] > steps.projector["num_steps"]
+    longer = dataclasses.replace(ProjectorConfig(**steps.projector), num_steps=deep.projector["num_steps"])
+    assert longer.fingerprint() == deep.projector_fingerprint
+    assert (deep.generated_seeds, deep.n_real, deep.groups) == (steps.generated_seeds, steps.n_real, steps.groups)
+    det = Detector.from_options("portraits-64", "cpu")
+    assert det.escalation is not None and det.escalation.projector_fingerprint == deep.projector_fingerprint
+    assert Detector.from_options("portraits-64", "cpu", escalate=False).escalation is None
+
+
 def test_bundled_domain_check_fits_the_bundle():
     """The domain check was fitted on the shipped weights' samples with the shipped attribute network, and lets
     the quick start's samples through (they are the model's domain: portraits and the model's own images)."""
