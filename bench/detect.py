@@ -122,13 +122,16 @@ def figures_of(rows: list[dict], cal: Calibration | None) -> dict:
     """The figures of one setup and variant from its rows ({label, features, seconds}): calibrated if `cal` is
     given, else cross-validated on these rows."""
     y = np.array([r["label"] for r in rows])
-    lp = np.array([r["features"]["lpips"] for r in rows])
-    raw = np.array([r["features"]["lpips_raw"] for r in rows])
+    # a live cascade's rows cleared by the guess have no LPIPS (the fast calibration uses none): NaN, no LPIPS AUC
+    lp = np.array([r["features"].get("lpips", np.nan) for r in rows])
+    raw = np.array([r["features"].get("lpips_raw", np.nan) for r in rows])
     gen = y == 1
+    whole = bool(np.isfinite(lp).all())
     fig = {
         "n_real": int((~gen).sum()), "n_generated": int(gen.sum()),
-        "auc_lpips": roc_auc(-lp, y), "tpr1_lpips": tpr_at_fpr(-lp, y, 0.01),
-        "auc_lpips_raw": roc_auc(-raw, y),
+        "auc_lpips": roc_auc(-lp, y) if whole else float("nan"),
+        "tpr1_lpips": tpr_at_fpr(-lp, y, 0.01) if whole else float("nan"),
+        "auc_lpips_raw": roc_auc(-raw, y) if whole else float("nan"),
         # reconstruction quality: how closely the model's own images were reproduced
         "lpips_generated": float(np.median(raw[gen])) if gen.any() else float("nan"),
         "psnr_generated": float(np.median([r["features"]["psnr_raw"] for r in rows if r["label"] == 1] or [np.nan])),
