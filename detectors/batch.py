@@ -286,10 +286,10 @@ class Detector:
         ).to_json()
 
     def ok_row(self, p: Prepared, s: ImageScore, report_dir: Path, d: Dist, *, stage: str = "main",
-               first: ImageScore | None = None) -> dict:
+               first_p: float | None = None) -> dict:
         """The row of a judged image. `stage`: which of the cascade's calibrations judges it: 'triage' (the guess
-        alone cleared it), 'main', or 'escalated' (the main calibration left it uncertain: `first` is that score,
-        `s` the longer projection's)."""
+        alone cleared it), 'main', or 'escalated' (the main calibration left it uncertain at P `first_p`; `s` is the
+        longer projection's score)."""
         stem = p.image.sha256[:16]
         assets = report_dir / ASSETS
         rel = {}
@@ -316,10 +316,9 @@ class Detector:
         if stage == "triage":
             notes.append("cleared by the encoder's guess alone (cascade: its fast calibration already says "
                          "'real'); not optimised")
-        if stage == "escalated" and first is not None:
-            p1 = self.calibration.probability(first.features)
-            notes.append(f"uncertain after {first.projection.steps} steps (P {p1:.3f}): judged on a longer projection "
-                         f"({s.projection.steps} steps from the same guess) with its own calibration")
+        if stage == "escalated" and first_p is not None:
+            notes.append(f"uncertain after {self.settings.config.num_steps} steps (P {first_p:.3f}): judged on a "
+                         f"longer projection ({s.projection.steps} steps from the same guess) with its own calibration")
         w, h = p.image.original_size
         return ResultRow(
             path=str(p.path), sha256=p.image.sha256, size=p.path.stat().st_size, width=w, height=h,
@@ -397,10 +396,11 @@ class Detector:
                     if not batch:
                         continue
                     scores = self._score(batch, self.settings.config, self.settings.references, on_step)
-                    uncertain = []
+                    uncertain = []  # (image, P) of those the second look judges again
                     for p, s in zip(batch, scores):
-                        if self.escalation is not None and self._verdict(self.calibration, s) == "uncertain":
-                            uncertain.append((p, s))
+                        p1 = self.calibration.probability(s.features) if self.escalation is not None else None
+                        if p1 is not None and self.calibration.verdict(p1) == "uncertain":
+                            uncertain.append((p, p1))
                         else:
                             self._emit_ok(p, s, report_dir, d, done, emit)
                     if uncertain:
@@ -479,11 +479,7 @@ class Detector:
             perceptual_features=_needs_lpips(self.calibration, config, self.settings.wplus, references),
         )
 
-    @staticmethod
-    def _verdict(cal: Calibration, s: ImageScore) -> str:
-        return cal.verdict(cal.probability(s.features))
-
-    def _escalate(self, uncertain: list[tuple[Prepared, ImageScore]], report_dir: Path, d: Dist, done: dict, emit,
+    def _escalate(self, uncertain: list[tuple[Prepared, float]], report_dir: Path, d: Dist, done: dict, emit,
                   on_step=None) -> None:
         """The cascade's last stage: project the images the calibration left uncertain again, longer (the escalation
         calibration's settings, from the same guess), and judge them with that calibration. A longer projection
@@ -491,14 +487,14 @@ class Detector:
         config = ProjectorConfig(**self.escalation.projector)
         refs = tuple(dict.fromkeys([*self.settings.references, *self.escalation.references()]))
         scores = self._score([p for p, _ in uncertain], config, refs, on_step)
-        for (p, first), s in zip(uncertain, scores):
-            self._emit_ok(p, s, report_dir, d, done, emit, stage="escalated", first=first)
+        for (p, p1), s in zip(uncertain, scores):
+            self._emit_ok(p, s, report_dir, d, done, emit, stage="escalated", first_p=p1)
 
     def _emit_ok(self, p: Prepared, s: ImageScore, report_dir: Path, d: Dist, done: dict, emit, *,
-                 stage: str = "main", first: ImageScore | None = None) -> None:
+                 stage: str = "main", first_p: float | None = None) -> None:
         """The row of a judged image (its assets written: timed as 'assets'), remembered for duplicates, emitted."""
         t0 = time.perf_counter()
-        row = self.ok_row(p, s, report_dir, d, stage=stage, first=first)
+        row = self.ok_row(p, s, report_dir, d, stage=stage, first_p=first_p)
         self.timings["assets"] += time.perf_counter() - t0
         done[p.image.sha256] = row
         emit(row)
