@@ -45,7 +45,8 @@ import torch
 
 from detectors.align import align_face
 from detectors.batch import prepare_image
-from detectors.calibration import REF_PREFIX, Calibration, CalibrationError, fit_calibration, plot_calibration
+from detectors.calibration import (MAX_MISS, REF_PREFIX, Calibration, CalibrationError, fit_calibration,
+                                   plot_calibration)
 from detectors.content import MIN_IMAGES, content_measures, fit_content_check, insufficient_reason
 from detectors.degrade import Degradation
 from detectors.domain import FEATURE_NET_OF, DomainCheck, DomainError, embed, fit_domain_check
@@ -89,6 +90,7 @@ class CalibrateSettings:
     features: tuple[str, ...] | None = None  # the logistic model's features; None: FEATURES (+ lpips_wplus)
     references: tuple[str, ...] = ()  # complexity references to measure (detectors.scoring.REFERENCES); those
     # named in `features` are measured anyway
+    max_miss: float = MAX_MISS  # the share of generated images the 'real' band may take (detectors.calibration)
 
     def seeds(self) -> list[int]:
         start = GENERATED_SEED_BASE + self.seed
@@ -235,6 +237,7 @@ def _calibrate(G, info, perceptual, real_paths, out_path, *, settings, device, r
         generated_seeds=f"{seeds[0]}-{seeds[-1]}", seed=settings.seed,
         gen_groups=[im.group for im in gens] if settings.hard_negatives else None,
         real_groups=[im.group for im in reals] if settings.hard_negatives else None, content=content,
+        max_miss=settings.max_miss,
     )
     json_path, plot_path, csv_path = output_paths(Path(out_path))
     cal.save(json_path)
@@ -292,10 +295,12 @@ def _score_all(G: Generator, perceptual: PerceptualDistance, images: list[Calibr
 
 
 def refit(calibration_path: str | Path, out_path: str | Path, *, features: Sequence[str] | None = None,
-          kind: str | None = None) -> tuple[Calibration, Path, Path, Path]:
+          kind: str | None = None, max_miss: float | None = None) -> tuple[Calibration, Path, Path, Path]:
     """Fit a calibration again on the features an earlier run measured (its .features.csv beside it), without
-    projecting anything: other features, or another kind. Model, projector, perceptual network, alignment, groups,
-    seeds and content check are the earlier calibration's; `refit_of` records its file and creation time.
+    projecting anything: other features, another kind, or another share of generated images for the 'real' band
+    (None: the earlier calibration's, or today's default if it recorded none). Model, projector, perceptual
+    network, alignment, groups, seeds and content check are the earlier calibration's; `refit_of` records its file
+    and creation time.
     Returns (calibration, JSON, plot, features CSV) as written."""
     old = Calibration.load(calibration_path)
     old_csv = output_paths(Path(calibration_path))[2]
@@ -315,7 +320,7 @@ def refit(calibration_path: str | Path, out_path: str | Path, *, features: Seque
         projector_fingerprint=old.projector_fingerprint, perceptual=old.perceptual, align=old.align,
         real_source=old.real_source, generated_seeds=old.generated_seeds, seed=old.seed,
         gen_groups=[r[1] for r in gen] if grouped else None, real_groups=[r[1] for r in real] if grouped else None,
-        content=old.content,
+        content=old.content, max_miss=max_miss if max_miss is not None else old.metrics.get("max_miss", MAX_MISS),
     )
     cal.metrics["refit_of"] = {"path": str(calibration_path), "created": old.created, "features": old.features}
     json_path, plot_path, csv_path = output_paths(Path(out_path))

@@ -62,6 +62,11 @@ def calibrate(
     refit: Optional[Path] = typer.Option(None, "--refit", help="Fit again, without projecting, on the features "
                                          "measured for this earlier calibration (its .features.csv): with other "
                                          "--features or --kind. Everything else is the earlier calibration's."),
+    max_miss: Optional[float] = typer.Option(None, "--max-miss", min=0.0001, max=0.1, help="The share of the "
+                                             "generated images the 'real' band may take (out of fold, in every "
+                                             "group; default 0.0025: a quarter of a 1% target, since `detect`'s "
+                                             "cascade has three stages that can say 'real'). With --refit: "
+                                             "default the earlier calibration's."),
     amp: bool = typer.Option(False, "--amp", help="bfloat16 autocast on CUDA (detection must use it too)."),
     vgg_weights: Optional[Path] = typer.Option(None, "--vgg-weights", help="VGG16 weights for LPIPS (torchvision .pth)."),
     device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda, cuda:N (default: cuda if available)."),
@@ -84,6 +89,8 @@ def calibrate(
       sgproject calibrate --model ffhq.pkl --real ffhq-real/ --align --steps 500 --out ffhq-calib.json
 
       sgproject calibrate --refit calib/portraits-64.json --features lpips,psnr,lpips_ref_flip,detail --out b.json
+
+      sgproject calibrate --refit calib/portraits-64.deep.json --max-miss 0.0002 --out calib/deep-strict.json
     """
     # local: keeps --help fast
     from detectors.batch import DEFAULT_GEOMETRY, DEFAULT_STEPS_PAPER, ENCODER_STEPS
@@ -113,7 +120,7 @@ def calibrate(
             fail("--refit and --out name the same file: write the refit beside it")
         from detectors.calibrate import refit as refit_calibration
 
-        cal, *paths = refit_calibration(refit, out_path, features=feats, kind=kind)
+        cal, *paths = refit_calibration(refit, out_path, features=feats, kind=kind, max_miss=max_miss)
         _print_calibration(cal, f"refit of {refit}")
         for p in paths:
             out.print(str(p), highlight=False)
@@ -147,7 +154,8 @@ def calibrate(
                                                           geometry=geometry),
                                  n_generated=n_generated, seed=seed, batch_size=batch_size, align=align,
                                  wplus=wplus, kind=kind, encoder=E, hard_negatives=hard_negatives, features=feats,
-                                 references=tuple(REFERENCES) if E is not None else ())
+                                 references=tuple(REFERENCES) if E is not None else (),
+                                 **({"max_miss": max_miss} if max_miss is not None else {}))
     err.print(f"model [bold]{info.name}[/] ({G.img_resolution}px, sha256 {info.sha256[:12]}), "
               f"{perceptual.identity}, {steps} steps {projection_start(settings.config.to_dict())}, on {dev}",
               highlight=False)

@@ -172,3 +172,12 @@ def test_refit_fits_again_without_projecting(calibrated, tmp_path):
     assert run("calibrate", "--refit", out, "--out", out).exit_code == 2  # never over its own source
     bad = run("calibrate", "--refit", out, "--features", "lpips,colour", "--out", tmp_path / "b.json")
     assert bad.exit_code == 2 and "colour" in bad.output
+    # the 'real' band's share of generated images: recorded, kept by a later refit, and looser means a wider band
+    assert old["metrics"]["max_miss"] == 0.0025 and old["metrics"]["max_fpr"] == 0.01
+    assert run("calibrate", "--refit", out, "--max-miss", "0.05", "--out", tmp_path / "m.json").exit_code == 0
+    loose = json.loads((tmp_path / "m.json").read_text())
+    assert loose["metrics"]["max_miss"] == 0.05 and loose["t_real"] >= old["t_real"]
+    assert loose["t_generated"] == old["t_generated"]
+    assert run("calibrate", "--refit", tmp_path / "m.json", "--out", tmp_path / "m2.json").exit_code == 0
+    assert json.loads((tmp_path / "m2.json").read_text())["t_real"] == loose["t_real"]
+    assert run("calibrate", "--refit", out, "--max-miss", "0.7", "--out", tmp_path / "x.json").exit_code == 2

@@ -182,6 +182,20 @@ def test_threshold_rule_limits_false_positives():
     assert 0.6 < cal.metrics["auc"] < 0.95  # overlapping: the estimate says so
 
 
+def test_real_band_is_stricter_than_the_generated_band():
+    # overlapping logit-normal classes: 'generated' may take 1% of the reals, 'real' only 0.25% of the generated
+    # images (three stages of the cascade can each say 'real'); each rate is its own parameter
+    rng = np.random.default_rng(5)
+    p_real = 1 / (1 + np.exp(-rng.normal(-3, 1.5, 2000)))
+    p_gen = 1 / (1 + np.exp(-rng.normal(3, 1.5, 2000)))
+    t_gen, t_real = verdict_thresholds(p_gen, p_real)
+    assert 10 <= (p_real >= t_gen).sum() <= 20
+    assert 1 <= (p_gen <= t_real).sum() <= 5
+    loose = verdict_thresholds(p_gen, p_real, max_miss=0.01)
+    assert loose[0] == t_gen  # the rates do not interact
+    assert (p_gen <= loose[1]).sum() >= 3 * (p_gen <= t_real).sum()
+
+
 def test_threshold_rule_extrapolates_the_tail_of_a_small_sample():
     # 100 reals whose logit(P) is N(-5, 3): the empirical 1% quantile is the second-highest of them and jumps with
     # every draw; the 99th percentile of the fitted normal is stable and lies near the true one (sigmoid(1.98)).
