@@ -69,7 +69,7 @@ def test_bundled_encoder_and_calibrations_belong_together():
 
 def test_bundled_second_look_continues_the_default_calibration():
     """The deep calibration is the cascade's last stage: the default calibration's projection with more steps (the
-    same encoder, zoom and shift, hard negatives, real images and the first of its generated seeds: 100 steps for
+    same encoder, zoom and shift, hard negatives, real folder and the first of its generated seeds: 100 steps for
     each of its 1,300 would take 4x its time), so `detect` uses it for what stays uncertain."""
     import dataclasses
 
@@ -81,7 +81,9 @@ def test_bundled_second_look_continues_the_default_calibration():
     assert deep.model_sha256 == info.sha256 and deep.projector["num_steps"] > steps.projector["num_steps"]
     longer = dataclasses.replace(ProjectorConfig(**steps.projector), num_steps=deep.projector["num_steps"])
     assert longer.fingerprint() == deep.projector_fingerprint
-    assert (deep.n_real, deep.groups["real"]) == (steps.n_real, steps.groups["real"])
+    # the same real folder; the default's content check, set on more images, leaves a few more of the flattest out
+    assert deep.real_source == steps.real_source and set(deep.groups["real"]) == set(steps.groups["real"])
+    assert 0 <= deep.n_real - steps.n_real <= 0.02 * deep.n_real
     first, last = (int(s) for s in deep.generated_seeds.split("-"))
     assert steps.generated_seeds.split("-")[0] == str(first) and int(steps.generated_seeds.split("-")[1]) >= last
     assert set(deep.groups["generated"]) == set(steps.groups["generated"])
